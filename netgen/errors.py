@@ -1,0 +1,37 @@
+"""One error type for every mistake a user can make, and the CLI wrapper that reports it.
+
+User errors (bad files, bad options) become a single line on stderr and exit status 2;
+anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable, TypeVar
+
+F = TypeVar("F", bound=Callable[..., int | None])
+
+
+class FcnkitError(Exception):
+    """A problem with the user's input: message says what and where (file:line, layer, option)."""
+
+
+def cli_entry(main: F) -> F:
+    """Wrap a CLI main(): FcnkitError / OSError / KeyboardInterrupt -> one line, non-zero exit."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except FcnkitError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except OSError as e:
+            where = f" {e.filename}" if getattr(e, "filename", None) else ""
+            print(f"error:{where}: {e.strerror or e}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            raise SystemExit(130) from None
+
+    return wrapper  # type: ignore[return-value]
