@@ -10,12 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from google.protobuf import descriptor_pool, message_factory
 
 from netgen import schema
 from netgen.errors import FcnkitError
 from netgen.proto import caffe_pb2 as pb
-from tests.schema_foreign_proto import register_caffe_proto
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -345,39 +343,38 @@ def test_binary_missing_file(tmp_path):
 
 # --------------------------------------------------------------------------- coexistence
 
-def test_coexists_with_pycaffe_registered_first():
-    code = textwrap.dedent("""
-        import sys
-        from google.protobuf import descriptor_pool
-        sys.path.insert(0, sys.argv[1])
-        from tests.schema_foreign_proto import register_caffe_proto
+COEXIST = textwrap.dedent("""
+    import sys
+    from google.protobuf import descriptor_pool
+    sys.path.insert(0, sys.argv[1])
+    from tests.schema_foreign_proto import register_caffe_proto
+    if sys.argv[2] == "before":
         assert "netgen.proto.fcnkit_caffe_pb2" not in sys.modules
         TheirNet = register_caffe_proto(descriptor_pool.Default())
-        from netgen.proto import caffe_pb2
-        ours = caffe_pb2.NetParameter(name="ours")
-        theirs = TheirNet(name="theirs")
-        assert TheirNet.FromString(ours.SerializeToString()).name == "ours"
-        assert caffe_pb2.NetParameter.FromString(theirs.SerializeToString()).name == "theirs"
-        pool = descriptor_pool.Default()
-        assert pool.FindMessageTypeByName("caffe.NetParameter").file.name == "caffe.proto"
-        assert pool.FindMessageTypeByName("fcnkit.caffe.NetParameter").file.name == "fcnkit_caffe.proto"
-        print("ok")
-    """)
-    done = subprocess.run([sys.executable, "-c", code, str(REPO)], cwd=REPO,
+    from netgen import schema
+    from netgen.proto import caffe_pb2
+    if sys.argv[2] == "after":
+        TheirNet = register_caffe_proto(descriptor_pool.Default())
+    ours = schema.parse_prototxt('name: "ours"', caffe_pb2.NetParameter)
+    theirs = TheirNet(name="theirs")
+    assert TheirNet.FromString(ours.SerializeToString()).name == "ours"
+    assert caffe_pb2.NetParameter.FromString(theirs.SerializeToString()).name == "theirs"
+    pool = descriptor_pool.Default()
+    assert pool.FindMessageTypeByName("caffe.NetParameter").file.name == "caffe.proto"
+    assert pool.FindMessageTypeByName("fcnkit.caffe.NetParameter").file.name == "fcnkit_caffe.proto"
+    print("ok")
+""")
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_coexists_with_pycaffe_caffe_proto(order):
+    """pycaffe's caffe_pb2 registers 'caffe.proto' (package caffe) in the default pool;
+    ours must load beside it in either order. Run in a fresh interpreter so the default
+    pool of the test process stays untouched."""
+    done = subprocess.run([sys.executable, "-c", COEXIST, str(REPO), order], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
-
-
-def test_coexists_with_pycaffe_registered_after():
-    pool = descriptor_pool.Default()
-    try:
-        TheirNet = message_factory.GetMessageClass(pool.FindMessageTypeByName("caffe.NetParameter"))
-    except KeyError:
-        TheirNet = register_caffe_proto(pool)
-    ours = pb.NetParameter(name="both")
-    assert TheirNet.FromString(ours.SerializeToString()).name == "both"
-    assert pb.NetParameter.DESCRIPTOR is not TheirNet.DESCRIPTOR
 
 
 # --------------------------------------------------------------------------- OpenCV interop
