@@ -1,0 +1,145 @@
+"""Loss and metric layers: SoftmaxWithLoss, EuclideanLoss, Accuracy.
+
+The Net runs every layer marked `is_loss` or `full_precision` outside autocast, in at least
+float32, so mixed precision never touches the objective."""
+from __future__ import annotations
+
+import torch
+
+from .base import ENGINE, FLT_MIN, Layer, register
+
+# LossParameter.NormalizationMode
+FULL, VALID, BATCH_SIZE, NONE = range(4)
+NORMALIZATION_NAMES = {FULL: "FULL", VALID: "VALID", BATCH_SIZE: "BATCH_SIZE", NONE: "NONE"}
+
+
+def normalization_mode(loss_param) -> int:
+    """`normalization` if set, else the legacy `normalize` flag (false -> BATCH_SIZE), else VALID."""
+    if loss_param.HasField("normalization"):
+        return loss_param.normalization
+    if loss_param.HasField("normalize"):
+        return VALID if loss_param.normalize else BATCH_SIZE
+    return VALID
+
+
+def _labels(layer: Layer, scores: torch.Tensor, label: torch.Tensor, axis: int):
+    """Scores as (outer, C, inner) and labels as integer (outer, inner), checking the counts."""
+    outer = scores.shape[:axis].numel()
+    inner = scores.shape[axis + 1:].numel()
+    if label.numel() != outer * inner:
+        raise layer.error(f"label count {label.numel()} (shape {tuple(label.shape)}) does not "
+                          f"match predictions {tuple(scores.shape)} with class axis {axis}")
+    return scores.reshape(outer, scores.shape[axis], inner), label.reshape(outer, inner).long()
+
+
+class _SoftmaxCrossEntropy(torch.autograd.Function):
+    """Caffe's forward (-log max(p, FLT_MIN)) with its exact gradient (p - onehot) / normaliser."""
+
+    @staticmethod
+    def forward(ctx, scores, label, valid, normaliser):
+        prob = torch.softmax(scores, dim=1)
+        safe = torch.where(valid, label, torch.zeros_like(label))
+        p_label = prob.gather(1, safe.unsqueeze(1)).squeeze(1)
+        loss = -(torch.log(p_label.clamp_min(FLT_MIN)) * valid).sum() / normaliser
+        ctx.save_for_backward(prob, safe, valid, normaliser)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        prob, safe, valid, normaliser = ctx.saved_tensors
+        g = prob.clone()
+        g.scatter_add_(1, safe.unsqueeze(1), -torch.ones_like(g[:, :1]))
+        g *= valid.unsqueeze(1)
+        return g * (grad / normaliser), None, None, None
+
+
+@register
+class SoftmaxWithLoss(Layer):
+    """Softmax over `axis` then multinomial logistic loss, skipping ignore_label pixels and
+    divided by max(1, normaliser): FULL N·H·W, VALID non-ignored count, BATCH_SIZE N, NONE 1.
+    Optional top 1 is the probability map (no gradient flows back from it, as in Caffe)."""
+    type = "SoftmaxWithLoss"
+    bottoms = (2, 2)
+    tops = (1, 2)
+    is_loss = True
+    fields = {"loss_param": frozenset({"ignore_label", "normalization", "normalize"}),
+              "softmax_param": frozenset({"axis", ENGINE})}
+
+    def __init__(self, lp, ctx):
+        super().__init__(lp, ctx)
+        lossp = lp.loss_param
+        self.ignore = lossp.ignore_label if lossp.HasField("ignore_label") else None
+        self.mode = normalization_mode(lossp)
+
+    def normaliser(self, outer: int, inner: int, valid_count: torch.Tensor) -> torch.Tensor:
+        n = {FULL: outer * inner, BATCH_SIZE: outer, NONE: 1}.get(self.mode)
+        if n is None:
+            return valid_count.to(torch.float64).clamp_min(1.0)
+        return torch.tensor(max(1.0, float(n)), dtype=torch.float64, device=valid_count.device)
+
+    def forward(self, bottoms, params, run):
+        scores, label = bottoms
+        axis = self.axis(self.lp.softmax_param.axis, scores.dim())
+        s, lab = _labels(self, scores, label.detach(), axis)
+        valid = torch.ones_like(lab, dtype=torch.bool) if self.ignore is None else lab != self.ignore
+        if not run.meta:
+            bad = valid & ((lab < 0) | (lab >= s.shape[1]))
+            if bool(bad.any()):
+                raise self.error(f"label {int(lab[bad][0])} outside [0, {s.shape[1]})"
+                                 + ("" if self.ignore is None else f" and not ignore_label {self.ignore}"))
+        norm = self.normaliser(s.shape[0], s.shape[2], valid.sum()).to(s.dtype)
+        tops = [_SoftmaxCrossEntropy.apply(s, lab, valid, norm)]
+        if len(self.lp.top) == 2:
+            tops.append(torch.softmax(scores.detach(), dim=axis))
+        return tops
+
+
+@register
+class EuclideanLoss(Layer):
+    """Σ (a - b)² / (2 N), N = bottom 0's first dimension; bottoms need equal counts per item."""
+    type = "EuclideanLoss"
+    bottoms = (2, 2)
+    is_loss = True
+
+    def forward(self, bottoms, params, run):
+        a, b = bottoms
+        if a.shape[1:].numel() != b.shape[1:].numel() or a.shape[0] != b.shape[0]:
+            raise self.error(f"bottoms {tuple(a.shape)} and {tuple(b.shape)} differ in size")
+        diff = a.reshape(-1) - b.reshape(-1)
+        return [(diff * diff).sum() / (2.0 * a.shape[0])]
+
+
+@register
+class Accuracy(Layer):
+    """Fraction of non-ignored items whose label is among the top_k scores (Caffe counts
+    strictly better classes, so ties go to the label). Top 1, if given: per-class accuracy."""
+    type = "Accuracy"
+    bottoms = (2, 2)
+    tops = (1, 2)
+    full_precision = True
+    fields = {"accuracy_param": frozenset({"top_k", "axis", "ignore_label"})}
+
+    def forward(self, bottoms, params, run):
+        p = self.lp.accuracy_param
+        scores, label = bottoms[0].detach(), bottoms[1].detach()
+        axis = self.axis(p.axis, scores.dim())
+        s, lab = _labels(self, scores, label, axis)
+        classes = s.shape[1]
+        if p.top_k > classes:
+            raise self.error(f"top_k {p.top_k} exceeds the {classes} classes")
+        valid = torch.ones_like(lab, dtype=torch.bool)
+        if p.HasField("ignore_label"):
+            valid = lab != p.ignore_label
+        safe = torch.where(valid, lab, torch.zeros_like(lab)).clamp(0, classes - 1)
+        mine = s.gather(1, safe.unsqueeze(1))
+        correct = ((s > mine).sum(dim=1) < p.top_k) & valid
+        count = valid.sum()
+        acc = torch.where(count > 0, correct.sum() / count.clamp_min(1), torch.zeros((), device=s.device))
+        tops = [acc.to(scores.dtype)]
+        if len(self.lp.top) == 2:
+            onehot = torch.zeros(lab.numel(), classes, device=s.device, dtype=torch.float64)
+            onehot.scatter_(1, safe.reshape(-1, 1), 1.0)
+            seen = (onehot * valid.reshape(-1, 1)).sum(0)
+            hit = (onehot * correct.reshape(-1, 1)).sum(0)
+            tops.append((hit / seen.clamp_min(1)).to(scores.dtype))
+        return tops

@@ -1,0 +1,446 @@
+"""Net: a Caffe NetParameter run on PyTorch with Caffe's semantics, behind a pycaffe-like API.
+
+Construction follows Caffe's Net::Init: keep the layers the NetState (phase, level, stages)
+includes, connect bottoms to earlier tops (a top named like its bottom is in-place), create
+each layer's learnable blobs from its fillers (or `param { name }` shares), and propagate
+shapes (on torch's meta device: no compute, no memory). Running the net is a sequence of
+pure torch calls, so autograd gives Caffe's backward: gradients of blobs read by several
+layers add up as they do through Caffe's Split layers, and parameter gradients accumulate
+across backward passes like Caffe's diffs until `clear_param_diffs()`.
+
+The objective is Σ loss_weight · sum(top) over all tops; loss_weight defaults to 1 for the
+first top of *Loss layers and 0 otherwise.
+
+Mixed precision (`amp="bf16"|"fp16"`): layers run under torch.autocast; loss and accuracy
+layers run outside it in float32, so losses and their gradients start in full precision.
+Parameters stay in `dtype`. With fp16, scale the objective (forward_backward(scale=...))
+and unscale the gradients yourself to avoid underflow.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from netgen.errors import FcnkitError
+from netgen.proto import caffe_pb2
+
+from .blob import Blob, Param
+from .layers import LAYERS, BuildContext, Layer, Run
+from .state import filter_net, make_state
+
+AMP_DTYPES = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
+HALF = (torch.float16, torch.bfloat16)
+
+
+@dataclass
+class LayerRecord:
+    """One layer of the built net: names, its implementation and its (possibly shared) params."""
+    name: str
+    type: str
+    bottoms: list[str]
+    tops: list[str]
+    impl: Layer
+    params: list[Param] = field(default_factory=list)
+    param_shapes: list[tuple[int, ...]] = field(default_factory=list)  # as this layer sees them
+    loss_weights: list[float] = field(default_factory=list)
+    propagate_down: list[bool] = field(default_factory=list)
+
+    @property
+    def blobs(self) -> list[Param]:
+        """pycaffe's name for a layer's learnable blobs."""
+        return self.params
+
+
+def _load_param(net_param: caffe_pb2.NetParameter | str | os.PathLike) -> caffe_pb2.NetParameter:
+    if isinstance(net_param, (str, os.PathLike)):
+        from netgen.schema import read_net
+        net_param = read_net(net_param)
+    elif not isinstance(net_param, caffe_pb2.NetParameter):
+        raise FcnkitError(f"Net needs a NetParameter or a prototxt path, got {type(net_param).__name__}")
+    if net_param.layers or net_param.input:
+        from surgery.legacy import upgrade_net
+        return upgrade_net(net_param)
+    copy = caffe_pb2.NetParameter()
+    copy.CopyFrom(net_param)
+    return copy
+
+
+def _blob_array(blob: caffe_pb2.BlobProto, where: str) -> np.ndarray:
+    """A BlobProto's values (float or double) in its shape (or legacy 4-D shape)."""
+    dims = list(blob.shape.dim) if blob.HasField("shape") else [blob.num, blob.channels,
+                                                                 blob.height, blob.width]
+    values = np.asarray(blob.double_data if len(blob.double_data) else blob.data, np.float64)
+    if values.size != int(np.prod(dims)):
+        raise FcnkitError(f"{where}: {values.size} values for shape {tuple(dims)}")
+    return values.reshape(dims)
+
+
+def _same_shape(stored: tuple[int, ...], wanted: tuple[int, ...]) -> bool:
+    """Caffe's shape check, with legacy 4-D blobs matched on their trailing axes."""
+    if stored == wanted:
+        return True
+    trim = lambda s: tuple(s[next((i for i, d in enumerate(s) if d != 1), len(s)):])
+    return len(stored) == 4 and trim(stored) == trim(wanted)
+
+
+class Net:
+    """A Caffe net on PyTorch.
+
+    Net(net_param | path, phase="TRAIN"|"TEST", *, weights=None, device="cpu", stages=(),
+        level=0, allow_python_modules=False, dtype=torch.float32, amp=None)
+
+    Attributes (pycaffe names):
+      blobs   OrderedDict name -> Blob, in creation order.
+      params  OrderedDict layer name -> list[Param], layers with learnable blobs only;
+              a shared param is the same Param object in every sharing layer.
+      layers  list[LayerRecord] (.name .type .bottoms .tops .params/.blobs .loss_weights).
+      inputs  names of Input-layer tops (settable: blob.reshape(...) / blob.data[...] = x).
+      outputs names of tops no later layer reads.
+      net_param  the NetParameter actually built (filtered for the state, upgraded).
+      retain_blob_diffs  keep activation gradients for Blob.diff (default False).
+    """
+
+    def __init__(self, net_param: caffe_pb2.NetParameter | str | os.PathLike, phase: str = "TRAIN",
+                 *, weights: str | os.PathLike | Mapping | None = None,
+                 device: str | torch.device = "cpu", stages: Sequence[str] = (), level: int = 0,
+                 allow_python_modules: bool = False, dtype: torch.dtype = torch.float32,
+                 amp: str | None = None):
+        if amp not in AMP_DTYPES:
+            raise FcnkitError(f"amp must be 'bf16', 'fp16' or None, got {amp!r}")
+        if dtype not in (torch.float32, torch.float64):
+            raise FcnkitError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        self.phase = phase
+        self.net_param = filter_net(_load_param(net_param), make_state(phase, level, stages))
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.amp = AMP_DTYPES[amp]
+        self.retain_blob_diffs = False
+        self.blobs: OrderedDict[str, Blob] = OrderedDict()
+        self.params: OrderedDict[str, list[Param]] = OrderedDict()
+        self.layers: list[LayerRecord] = []
+        self.inputs: list[str] = []
+        self.outputs: list[str] = []
+        self._objective: torch.Tensor | None = None
+        self._first: dict[str, torch.Tensor] = {}
+        ctx = BuildContext(phase=phase, dtype=dtype, allow_python_modules=allow_python_modules)
+        self._build(ctx)
+        if weights is not None:
+            self.copy_from(weights)
+
+    # ---------------------------------------------------------------- construction
+    def _build(self, ctx: BuildContext) -> None:
+        shared: dict[str, tuple[Param, caffe_pb2.ParamSpec]] = {}
+        available: list[str] = []
+        env: dict[str, torch.Tensor] = {}
+        run = self._run_spec(meta=True)
+        with torch.no_grad():
+            for lp in self.net_param.layer:
+                rec = self._make_record(lp, ctx, available)
+                bottoms = [env[b] for b in rec.bottoms]
+                self._make_params(rec, lp, [tuple(b.shape) for b in bottoms], shared)
+                if rec.impl.host_tops:
+                    self._make_host_tops(rec)
+                tops = rec.impl.forward(bottoms, self._param_tensors(rec, meta=True), run)
+                for name, t in zip(rec.tops, tops):
+                    env[name] = t.to("meta")
+                    if name not in self.blobs:
+                        self.blobs[name] = Blob(name, env[name], device=self.device)
+                self.layers.append(rec)
+        self._set_blobs(env)
+        self.outputs = list(available)
+
+    def _make_record(self, lp, ctx: BuildContext, available: list[str]) -> LayerRecord:
+        cls = LAYERS.get(lp.type)
+        if cls is None:
+            raise FcnkitError(f"layer {lp.name!r}: unsupported layer type {lp.type!r}")
+        impl = cls(lp, ctx)
+        for i, b in enumerate(lp.bottom):
+            if b not in self.blobs:
+                raise FcnkitError(f"layer {lp.name!r}: unknown bottom blob {b!r} (bottom {i})")
+            if b in available:
+                available.remove(b)
+        for i, t in enumerate(lp.top):
+            in_place = i < len(lp.bottom) and lp.bottom[i] == t
+            if not in_place and (t in self.blobs or t in lp.top[:i]):
+                raise FcnkitError(f"layer {lp.name!r}: top blob {t!r} produced by multiple sources")
+            available.append(t)
+        if lp.loss_weight and len(lp.loss_weight) != len(lp.top):
+            raise FcnkitError(f"layer {lp.name!r}: loss_weight must be given once per top "
+                              f"({len(lp.top)}), got {len(lp.loss_weight)}")
+        if lp.propagate_down and len(lp.propagate_down) != len(lp.bottom):
+            raise FcnkitError(f"layer {lp.name!r}: propagate_down must be given once per bottom")
+        weights = list(lp.loss_weight) or [1.0 if (impl.is_loss and i == 0) else 0.0
+                                           for i in range(len(lp.top))]
+        return LayerRecord(lp.name, lp.type, list(lp.bottom), list(lp.top), impl,
+                           loss_weights=weights, propagate_down=list(lp.propagate_down))
+
+    def _make_params(self, rec: LayerRecord, lp, shapes, shared) -> None:
+        inits = rec.impl.param_inits(shapes)
+        where = f"layer {rec.name!r}"
+        if len(lp.param) > len(inits):
+            raise FcnkitError(f"{where}: {len(lp.param)} param specs for {len(inits)} learnable blobs")
+        if lp.blobs and len(lp.blobs) != len(inits):
+            raise FcnkitError(f"{where}: {len(lp.blobs)} blobs given, the layer has {len(inits)}")
+        fixed = getattr(rec.impl, "fixed_lr_mult", None)
+        for i, init in enumerate(inits):
+            spec = lp.param[i] if i < len(lp.param) else caffe_pb2.ParamSpec()
+            lr_mult = spec.lr_mult
+            if fixed is not None:
+                if i < len(lp.param) and spec.lr_mult != fixed:
+                    raise FcnkitError(f"{where}: param {i} lr_mult must be {fixed:g} "
+                                      f"({rec.type} statistics are not learned)")
+                lr_mult = fixed
+            shape = tuple(init.shape)
+            rec.param_shapes.append(shape)
+            if spec.name and spec.name in shared:
+                rec.params.append(self._share(rec, i, spec, shape, *shared[spec.name]))
+                continue
+            value = self._initial_value(rec, lp, i, init, where)
+            param = Param(value.to(device=self.device, dtype=self.dtype), name=spec.name,
+                          owner=(rec.name, i), lr_mult=lr_mult, decay_mult=spec.decay_mult)
+            if spec.name:
+                shared[spec.name] = (param, spec)
+            rec.params.append(param)
+        if rec.params:
+            self.params[rec.name] = rec.params
+
+    @staticmethod
+    def _initial_value(rec: LayerRecord, lp, i: int, init, where: str) -> torch.Tensor:
+        """Blobs stored in the prototxt win over fillers, as in Caffe."""
+        if not lp.blobs:
+            return init.make(f"{where} param {i}")
+        arr = _blob_array(lp.blobs[i], f"{where} blob {i}")
+        if not _same_shape(tuple(arr.shape), tuple(init.shape)):
+            raise FcnkitError(f"{where}: blob {i} has shape {tuple(arr.shape)}, expected {init.shape}")
+        return torch.from_numpy(np.ascontiguousarray(arr).reshape(init.shape).astype(np.float64))
+
+    @staticmethod
+    def _share(rec: LayerRecord, i: int, spec, shape, owner: Param, owner_spec) -> Param:
+        """Caffe's AppendParam for a second user of a named param: shapes and multipliers agree."""
+        where = f"layer {rec.name!r} param {spec.name!r}"
+        permissive = spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE
+        if permissive and owner.count != int(np.prod(shape)):
+            raise FcnkitError(f"{where}: shared blob has {owner.count} values, this layer needs "
+                              f"{int(np.prod(shape))}")
+        if not permissive and owner.shape != shape:
+            raise FcnkitError(f"{where}: shared blob has shape {owner.shape}, this layer needs "
+                              f"{shape} (share_mode PERMISSIVE to match counts only)")
+        for attr in ("lr_mult", "decay_mult"):
+            if spec.HasField(attr):
+                if owner_spec.HasField(attr) and getattr(owner_spec, attr) != getattr(spec, attr):
+                    raise FcnkitError(f"{where}: shared param has mismatched {attr}")
+                setattr(owner, attr, getattr(spec, attr))
+                setattr(owner_spec, attr, getattr(spec, attr))
+        owner.tensor.requires_grad_(owner.lr_mult != 0)
+        return owner
+
+    def _make_host_tops(self, rec: LayerRecord) -> None:
+        shapes = rec.impl.initial_shapes()
+        blobs = []
+        for name, shape in zip(rec.tops, shapes):
+            blob = Blob(name, torch.zeros(shape, dtype=self.dtype), host=True)
+            self.blobs[name] = blob
+            blobs.append(blob)
+        rec.impl.attach(blobs)
+        if rec.type == "Input":
+            self.inputs.extend(rec.tops)
+
+    # ---------------------------------------------------------------- running
+    def _run_spec(self, meta: bool) -> Run:
+        return Run(meta=meta, train=self.phase == "TRAIN", device=self.device, dtype=self.dtype)
+
+    def _param_tensors(self, rec: LayerRecord, meta: bool = False) -> list[torch.Tensor]:
+        out = []
+        for p, shape in zip(rec.params, rec.param_shapes):
+            t = p.tensor.to("meta") if meta else p.tensor
+            out.append(t if tuple(t.shape) == shape else t.view(shape))
+        return out
+
+    def _autocast(self, full: bool):
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp, enabled=not full)
+
+    def _run(self, meta: bool) -> torch.Tensor:
+        """One pass over all layers; returns the objective (a float32 scalar tensor)."""
+        run = self._run_spec(meta)
+        env: dict[str, torch.Tensor] = {}
+        first: dict[str, torch.Tensor] = {}
+        objective = torch.zeros((), dtype=self._objective_dtype, device="meta" if meta else self.device)
+        input_grads = not meta and (self.retain_blob_diffs or self.net_param.force_backward)
+        for rec in self.layers:
+            impl = rec.impl
+            bottoms = [env[b] for b in rec.bottoms]
+            if rec.propagate_down:
+                bottoms = [b if keep else b.detach() for b, keep in zip(bottoms, rec.propagate_down)]
+            full = impl.is_loss or getattr(impl, "full_precision", False)
+            if full and self.amp is not None:
+                bottoms = [b.float() if b.dtype in HALF else b for b in bottoms]
+            with self._autocast(full):
+                tops = impl.forward(bottoms, self._param_tensors(rec, meta), run)
+            if impl.host_tops and not bottoms:
+                tops = [t.to("meta") if meta else
+                        t.to(self.device, self.dtype, copy=True).requires_grad_(input_grads)
+                        for t in tops]
+            for name, t, w in zip(rec.tops, tops, rec.loss_weights):
+                env[name] = t
+                first.setdefault(name, t)
+                if w:
+                    objective = objective + w * t.to(self._objective_dtype).sum()
+        self._set_blobs(env)
+        self._first = first
+        return objective
+
+    @property
+    def _objective_dtype(self) -> torch.dtype:
+        return torch.float64 if self.dtype == torch.float64 else torch.float32
+
+    def _set_blobs(self, env: Mapping[str, torch.Tensor]) -> None:
+        for name, t in env.items():
+            blob = self.blobs[name]
+            if not blob.host:
+                blob.tensor = t
+                blob._diff = None
+
+    def _records_graph(self) -> bool:
+        return self.phase == "TRAIN" or self.net_param.force_backward or self.retain_blob_diffs
+
+    def _set_inputs(self, inputs: Mapping[str, Any]) -> None:
+        for name, value in inputs.items():
+            if name not in self.inputs:
+                raise FcnkitError(f"{name!r} is not a net input (inputs: {', '.join(self.inputs)})")
+            arr = np.asarray(value)
+            blob = self.blobs[name]
+            if arr.shape != blob.shape:
+                blob.reshape(*arr.shape)
+            blob.data = arr
+
+    def forward(self, **inputs) -> dict[str, np.ndarray]:
+        """Set the named inputs (reshaping them to fit), run the whole net, return the outputs.
+
+        The autograd graph is kept for backward() when the phase is TRAIN, the net sets
+        force_backward, or retain_blob_diffs is on; otherwise the pass runs under no_grad.
+        """
+        self._set_inputs(inputs)
+        self._objective = None
+        if self._records_graph():
+            self._objective = self._run(meta=False)
+        else:
+            with torch.no_grad():
+                self._run(meta=False)
+        return {name: self.blobs[name].data for name in self.outputs}
+
+    def backward(self, *, scale: float = 1.0) -> None:
+        """Backpropagate the objective of the last forward(); param gradients accumulate."""
+        if self._objective is None:
+            raise RuntimeError("backward() needs a preceding forward() that recorded the graph "
+                               "(TRAIN phase, force_backward, or retain_blob_diffs)")
+        objective, self._objective = self._objective, None
+        keep = self.retain_blob_diffs
+        if keep:
+            for t in self._first.values():
+                if t.requires_grad:
+                    t.retain_grad()
+        if objective.requires_grad:
+            (objective * scale if scale != 1.0 else objective).backward()
+        if keep:
+            for name, t in self._first.items():
+                blob = self.blobs[name]
+                grad = t.grad if t.grad is not None else torch.zeros_like(t)
+                blob._diff = grad.to("cpu") if blob.host else grad
+
+    def forward_backward(self, *, scale: float = 1.0) -> float:
+        """forward() then backward(); returns the objective Σ loss_weight · top (unscaled).
+
+        `scale` multiplies the gradient seed (loss scaling for fp16); gradients come out
+        scaled by it.
+        """
+        self._objective = self._run(meta=False)
+        loss = float(self._objective.detach())
+        self.backward(scale=scale)
+        return loss
+
+    def reshape(self) -> None:
+        """Propagate the current input shapes through the net (no compute): blob shapes update,
+        Python data layers run their reshape(), as Caffe's Net::Reshape."""
+        with torch.no_grad():
+            self._run(meta=True)
+
+    # ---------------------------------------------------------------- parameters
+    def learnable_params(self) -> list[Param]:
+        """Every distinct Param once, in Caffe's order (layer order, then blob order)."""
+        seen: dict[int, Param] = {}
+        for rec in self.layers:
+            for p in rec.params:
+                seen.setdefault(id(p), p)
+        return list(seen.values())
+
+    def clear_param_diffs(self) -> None:
+        """Zero all parameter gradients (Caffe's ClearParamDiffs)."""
+        for p in self.learnable_params():
+            p.tensor.grad = None
+
+    def share_weights(self, other: "Net") -> None:
+        """Use `other`'s parameter tensors for layers of the same name (Caffe's
+        ShareTrainedLayersWith, used for test nets): shapes must agree."""
+        theirs = {rec.name: rec for rec in other.layers}
+        replace: dict[int, Param] = {}
+        for rec in self.layers:
+            src = theirs.get(rec.name)
+            if src is None or not rec.params:
+                continue
+            if len(src.params) != len(rec.params):
+                raise FcnkitError(f"layer {rec.name!r}: {len(rec.params)} blobs here, "
+                                  f"{len(src.params)} in the net shared with")
+            for mine, its in zip(rec.params, src.params):
+                if mine.shape != its.shape:
+                    raise FcnkitError(f"layer {rec.name!r}: shape {mine.shape} here, "
+                                      f"{its.shape} in the net shared with")
+                replace[id(mine)] = its
+        for rec in self.layers:
+            rec.params[:] = [replace.get(id(p), p) for p in rec.params]
+
+    def copy_from(self, source: str | os.PathLike | Mapping[str, Sequence[np.ndarray]]) -> None:
+        """Load weights by layer name (a .caffemodel/.h5 path or a Weights mapping). Layers the
+        source lacks keep their values; source layers the net lacks are ignored; a blob count
+        or shape mismatch is an error (as in Caffe)."""
+        from surgery.caffemodel import load_weights_for
+        where = str(source) if isinstance(source, (str, os.PathLike)) else "weights"
+        weights = load_weights_for(source, self.net_param) if isinstance(source, (str, os.PathLike)) else source
+        for rec in self.layers:
+            if rec.name not in weights:
+                continue
+            arrays = list(weights[rec.name])
+            if len(arrays) != len(rec.params):
+                raise FcnkitError(f"{where}: layer {rec.name!r} has {len(arrays)} blobs, the net "
+                                  f"expects {len(rec.params)}")
+            for i, (arr, param, shape) in enumerate(zip(arrays, rec.params, rec.param_shapes)):
+                arr = np.asarray(arr)
+                if not _same_shape(tuple(arr.shape), shape):
+                    raise FcnkitError(f"{where}: layer {rec.name!r} blob {i} has shape "
+                                      f"{tuple(arr.shape)}, the net expects {shape}")
+                with torch.no_grad():
+                    param.tensor.copy_(torch.from_numpy(np.ascontiguousarray(arr))
+                                       .reshape(param.shape))
+
+    def to_weights(self):
+        """The net's learnable blobs as a Weights mapping (layer -> float32 arrays, .types)."""
+        from surgery.caffemodel import Weights
+        weights = Weights()
+        for rec in self.layers:
+            if rec.params:
+                weights[rec.name] = [p.tensor.detach().to("cpu", torch.float32).reshape(s).numpy().copy()
+                                     for p, s in zip(rec.params, rec.param_shapes)]
+                weights.types[rec.name] = rec.type
+        return weights
+
+    def save(self, path: str | os.PathLike, format: str = "binary") -> None:
+        """Write the weights as a .caffemodel ("binary") or .caffemodel.h5 ("hdf5")."""
+        from surgery.caffemodel import save_weights
+        save_weights(path, self.to_weights(), net=self.net_param, format=format)
