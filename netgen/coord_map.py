@@ -65,11 +65,6 @@ def _up(w: Window, layer: caffe_pb2.LayerParameter) -> CoordMap:
                     _vec(Fraction(ki - 1, 2) - pi for pi, ki in zip(p, k)))
 
 
-def _pool(layer: caffe_pb2.LayerParameter) -> CoordMap | None:
-    w = pool_window(layer)
-    return None if w is None else _down(w, layer)   # global pooling has no coordinate map
-
-
 def _crop(layer: caffe_pb2.LayerParameter) -> CoordMap:
     """Crop: shift -offset on the axes from crop axis on; the map's axis is the one before."""
     p = layer.crop_param
@@ -77,21 +72,37 @@ def _crop(layer: caffe_pb2.LayerParameter) -> CoordMap:
                     _vec(-o for o in p.offset) if p.offset else (Fraction(0),))
 
 
-# The one table of per-layer rules: layer type -> LayerParameter -> map (None: the walk stops).
-RULES: dict[str, Callable[[caffe_pb2.LayerParameter], CoordMap | None]] = {
-    "Convolution": lambda layer: _down(conv_window(layer), layer),
-    "Im2col": lambda layer: _down(conv_window(layer), layer),
-    "Pooling": _pool,
-    "Deconvolution": lambda layer: _up(conv_window(layer), layer),
-    "Crop": _crop,
-    **{t: (lambda layer: IDENTITY) for t in PASS_THROUGH},
+class Rule(NamedTuple):
+    """How a layer type moves pixels: kind "down" (strided window), "up" (deconvolution),
+    "crop" or "identity"; `window` reads the kernel of the sliding kinds (None: no map)."""
+
+    kind: str
+    window: Callable[[caffe_pb2.LayerParameter], Window | None] | None = None
+
+
+# The one table of per-layer rules; a type not listed stops every walk.
+RULES: dict[str, Rule] = {
+    "Convolution": Rule("down", conv_window),
+    "Im2col": Rule("down", conv_window),
+    "Pooling": Rule("down", pool_window),    # global pooling: no window, no map
+    "Deconvolution": Rule("up", conv_window),
+    "Crop": Rule("crop"),
+    **{t: Rule("identity") for t in PASS_THROUGH},
 }
+_SLIDING = {"down": _down, "up": _up}
 
 
 def layer_coord_map(layer: caffe_pb2.LayerParameter) -> CoordMap | None:
     """Map from a layer's bottom coordinates to its top coordinates; None if it has none."""
     rule = RULES.get(layer.type)
-    return rule(layer) if rule else None
+    if rule is None:
+        return None
+    if rule.kind == "identity":
+        return IDENTITY
+    if rule.kind == "crop":
+        return _crop(layer)
+    w = rule.window(layer)
+    return None if w is None else _SLIDING[rule.kind](w, layer)
 
 
 def walked_bottoms(layer_type: str, bottoms: tuple) -> tuple:
