@@ -13,7 +13,7 @@ setup(
     package_data={"netgen": ["proto/*.proto"], "surgery": ["classifiers/*.prototxt"]},
     install_requires=[
         "numpy>=1.23",
-        "protobuf>=5.26",
+        "protobuf>=7.35.1",
         "h5py>=3.0",
         "Pillow>=9.0",
         "opencv-python-headless>=4.5,<5",
