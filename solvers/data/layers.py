@@ -1,0 +1,177 @@
+"""Caffe Python data layers over the datasets, usable from a prototxt's python_param:
+
+    python_param { module: "solvers.data.layers" layer: "VOCSegDataLayer"
+                   param_str: "{'voc_dir': 'data/VOC2011', 'split': 'train', 'seed': 1337}" }
+
+The classes follow pycaffe's interface (setup/reshape/forward/backward, `self.param_str`,
+`top[i].reshape(*shape)`, `top[i].data[...] = ...`). They derive from caffe.Layer when
+pycaffe is importable, otherwise from a plain base, so the same classes run inside real
+Caffe and inside fcnkit's PyTorch engine (which hands in blobs with `.data` and `.reshape`).
+The reference module names (voc_layers.VOCSegDataLayer, ...) resolve to the same classes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+import numpy as np
+
+from netgen.errors import FcnkitError
+
+from .ade20k import ADE20KSegDataset
+from .base import SegDataset
+from .driving import CityscapesSegDataset, KITTIRoadSegDataset, SYNTHIASegDataset
+from .pascal import PASCALContextSegDataset, SBDDSegDataset, VOCSegDataset
+from .scenes import NYUDSegDataset, SIFTFlowSegDataset
+from .synthetic import SyntheticSegDataset
+
+try:  # real Caffe present: be a genuine Python layer
+    import caffe  # type: ignore[import-not-found]
+
+    _LayerBase: type = caffe.Layer
+except ImportError:
+    class _LayerBase:  # type: ignore[no-redef]
+        """Stand-in for caffe.Layer: the engine sets `param_str` before calling setup."""
+
+        param_str: str = ""
+
+
+class SegDataLayer(_LayerBase):
+    """A data layer: no bottoms, one top per dataset top; loads in reshape, emits in forward.
+
+    Each forward emits batch_size items in the reference order (see base.IndexOrder); the
+    batch is read once per forward even though Caffe calls reshape more than once.
+    """
+
+    DATASET: type[SegDataset] = SegDataset
+
+    def setup(self, bottom, top) -> None:
+        name = type(self).__name__
+        self.dataset = self.DATASET.from_param_str(self.param_str, layer=name)
+        if len(bottom) != 0:
+            raise FcnkitError(f"{name}: a data layer takes no bottom, got {len(bottom)}")
+        tops = self.dataset.tops
+        if len(top) != len(tops):
+            raise FcnkitError(f"{name}: needs {len(tops)} tops ({', '.join(tops)}), "
+                              f"got {len(top)}")
+        self._order = self.dataset.order()
+        self._batch: dict[str, np.ndarray] | None = None
+
+    def reshape(self, bottom, top) -> None:
+        if self._batch is None:
+            idx = [next(self._order) for _ in range(self.dataset.batch_size)]
+            self._batch = self.dataset.batch(idx)
+        for blob, name in zip(top, self.dataset.tops):
+            blob.reshape(*self._batch[name].shape)
+
+    def forward(self, bottom, top) -> None:
+        if self._batch is None:  # forward without reshape: load now
+            self.reshape(bottom, top)
+        for blob, name in zip(top, self.dataset.tops):
+            blob.data[...] = self._batch[name]
+        self._batch = None
+
+    def backward(self, top, propagate_down, bottom) -> None:
+        """Data layers propagate nothing."""
+
+
+class VOCSegDataLayer(SegDataLayer):
+    """PASCAL VOC segmentation: tops data, label."""
+
+    DATASET = VOCSegDataset
+
+
+class SBDDSegDataLayer(SegDataLayer):
+    """SBD (Hariharan et al.) VOC labels: tops data, label."""
+
+    DATASET = SBDDSegDataset
+
+
+class PASCALContextSegDataLayer(SegDataLayer):
+    """PASCAL-Context 59 classes + background: tops data, label."""
+
+    DATASET = PASCALContextSegDataset
+
+
+class SIFTFlowSegDataLayer(SegDataLayer):
+    """SIFT Flow: tops data, sem, geo."""
+
+    DATASET = SIFTFlowSegDataset
+
+
+class NYUDSegDataLayer(SegDataLayer):
+    """NYUDv2 40 classes: tops from `tops` (color, depth, hha, label)."""
+
+    DATASET = NYUDSegDataset
+
+
+class CityscapesSegDataLayer(SegDataLayer):
+    """Cityscapes fine labels as 19 train ids: tops data, label."""
+
+    DATASET = CityscapesSegDataset
+
+
+class KITTIRoadSegDataLayer(SegDataLayer):
+    """KITTI road (0 not road, 1 road): tops data, label."""
+
+    DATASET = KITTIRoadSegDataset
+
+
+class ADE20KSegDataLayer(SegDataLayer):
+    """ADE20K / MIT Scene Parsing 150 classes: tops data, label."""
+
+    DATASET = ADE20KSegDataset
+
+
+class SYNTHIASegDataLayer(SegDataLayer):
+    """SYNTHIA RAND-CITYSCAPES as Cityscapes ids: tops data, label."""
+
+    DATASET = SYNTHIASegDataset
+
+
+class SyntheticSegDataLayer(SegDataLayer):
+    """Synthetic shapes rendered in memory: tops data, label."""
+
+    DATASET = SyntheticSegDataset
+
+
+_LAYERS = (VOCSegDataLayer, SBDDSegDataLayer, PASCALContextSegDataLayer, SIFTFlowSegDataLayer,
+           NYUDSegDataLayer, CityscapesSegDataLayer, KITTIRoadSegDataLayer, ADE20KSegDataLayer,
+           SYNTHIASegDataLayer, SyntheticSegDataLayer)
+
+# module of the FCN reference repository that defined each layer
+_REFERENCE_MODULES = {
+    "VOCSegDataLayer": "voc_layers", "SBDDSegDataLayer": "voc_layers",
+    "SIFTFlowSegDataLayer": "siftflow_layers", "NYUDSegDataLayer": "nyud_layers",
+    "PASCALContextSegDataLayer": "pascalcontext_layers",
+}
+
+DATA_LAYERS: dict[str, type[SegDataLayer]] = {
+    **{f"{__name__}.{c.__name__}": c for c in _LAYERS},
+    **{f"{mod}.{name}": globals()[name] for name, mod in _REFERENCE_MODULES.items()},
+}
+
+
+def layer_class(module: str, layer: str) -> type[SegDataLayer]:
+    """The class a python_param's module + layer names."""
+    key = f"{module}.{layer}"
+    if key not in DATA_LAYERS:
+        raise FcnkitError(f"python_param module '{module}' layer '{layer}' is not a known data "
+                          f"layer (known: {', '.join(sorted(DATA_LAYERS))})")
+    return DATA_LAYERS[key]
+
+
+def dataset_from_layer(module: str, layer: str, param_str: str | None, *,
+                       name: str | None = None,
+                       base_dir: str | Path | None = None) -> SegDataset:
+    """The dataset a Python data layer would read, from its python_param fields.
+
+    `name` (the prototxt layer's name) goes into error messages; relative dataset paths are
+    taken from `base_dir` when given (else the working directory, as in Caffe).
+    """
+    cls = layer_class(module, layer)
+    label = f"layer '{name}' ({layer})" if name else layer
+    return cls.DATASET.from_param_str(param_str, layer=label, base_dir=base_dir)
+
+
+__all__ = ["DATA_LAYERS", "SegDataLayer", "dataset_from_layer", "layer_class",
+           *(c.__name__ for c in _LAYERS)]
+

@@ -1,0 +1,137 @@
+"""Read images, label maps and .mat fields from disk, turning every bad file into FcnkitError.
+
+Also the Caffe input transform every reference layer applies: RGB -> BGR, float32, minus the
+per-channel mean, HWC -> CHW.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from netgen.errors import FcnkitError
+
+VOID = 255
+
+
+def _need_file(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise FcnkitError(f"{what} {path} not found")
+
+
+def _open(path: Path, what: str) -> Image.Image:
+    _need_file(path, what)
+    try:
+        img = Image.open(path)
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise FcnkitError(f"{what} {path} cannot be read as an image: {e}") from None
+    return img
+
+
+def read_rgb(path: Path, what: str = "image") -> np.ndarray:
+    """HxWx3 uint8 RGB (grey or palette images are expanded to RGB)."""
+    img = _open(path, what)
+    return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+
+
+def read_index_png(path: Path, what: str = "label") -> np.ndarray:
+    """HxW uint8 class indices from a palette (P) or greyscale (L) PNG.
+
+    A colour (RGB/RGBA) label is refused: its pixels are colours, not class indices.
+    """
+    img = _open(path, what)
+    if img.mode not in ("P", "L"):
+        kind = "an RGB colour image" if img.mode in ("RGB", "RGBA") else f"mode {img.mode}"
+        raise FcnkitError(f"{what} {path} is {kind}; expected palette indices (mode P or L)")
+    return np.asarray(img, dtype=np.uint8)
+
+
+def read_color_png(path: Path, what: str = "label") -> np.ndarray:
+    """HxWx3 uint8 RGB of a colour-coded ground truth; greyscale or palette is refused."""
+    img = _open(path, what)
+    if img.mode not in ("RGB", "RGBA"):
+        raise FcnkitError(f"{what} {path} is mode {img.mode}; expected an RGB colour image")
+    return np.asarray(img.convert("RGB"))
+
+
+def read_uint16_channels(path: Path, what: str = "label") -> np.ndarray:
+    """HxWxC array of a PNG read unchanged (cv2 keeps 16 bits; channels in file order RGB)."""
+    import cv2
+
+    _need_file(path, what)
+    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise FcnkitError(f"{what} {path} cannot be read as an image")
+    if arr.ndim != 3 or arr.shape[2] < 3:
+        raise FcnkitError(f"{what} {path} has shape {arr.shape}; expected 3 or 4 channels")
+    rgb = arr[:, :, 2::-1]  # cv2 gives BGR(A); put channels back in the file's order
+    return np.ascontiguousarray(rgb)
+
+
+def read_gray(path: Path, what: str = "image") -> np.ndarray:
+    """HxW array of a single-channel image, keeping its bit depth (8 or 16 bit)."""
+    img = _open(path, what)
+    arr = np.asarray(img)
+    if arr.ndim != 2:
+        raise FcnkitError(f"{what} {path} has {arr.shape[2]} channels; expected one")
+    return arr
+
+
+def read_mat(path: Path, key: str, what: str = "label") -> np.ndarray:
+    """The array stored under `key` in a MATLAB .mat file.
+
+    `key` may name a struct field as 'struct.field' (SBD's GTcls.Segmentation).
+    """
+    import scipy.io
+
+    _need_file(path, what)
+    try:
+        mat = scipy.io.loadmat(str(path))
+    except (ValueError, OSError, TypeError, NotImplementedError) as e:
+        raise FcnkitError(f"{what} {path} cannot be read as a .mat file: {e}") from None
+    name, _, field = key.partition(".")
+    if name not in mat:
+        raise FcnkitError(f"{what} {path} has no variable '{name}'")
+    value = mat[name]
+    if field:
+        if value.dtype.names is None or field not in value.dtype.names:
+            raise FcnkitError(f"{what} {path}: '{name}' has no field '{field}'")
+        value = value[field].flat[0]
+    value = np.asarray(value)
+    if value.ndim != 2 or not np.issubdtype(value.dtype, np.number):
+        raise FcnkitError(f"{what} {path}: '{key}' is not a 2-D numeric array "
+                          f"(shape {value.shape}, {value.dtype})")
+    return value
+
+
+def to_caffe_input(rgb: np.ndarray, mean_bgr) -> np.ndarray:
+    """RGB HxWx3 -> float32 3xHxW BGR minus mean (Caffe's convention for VGG-style nets)."""
+    bgr = np.asarray(rgb, dtype=np.float32)[:, :, ::-1]
+    bgr = bgr - np.asarray(mean_bgr, dtype=np.float32)
+    return np.ascontiguousarray(bgr.transpose(2, 0, 1))
+
+
+def shift_void(label: np.ndarray, path: Path, n_classes: int) -> np.ndarray:
+    """Labels 1..n -> 0..n-1 and 0 (or negative) -> 255, as 1xHxW uint8.
+
+    Values above n are refused: they mean a file of another dataset or a corrupted one.
+    """
+    label = np.asarray(label)
+    if label.size and label.max() > n_classes:
+        raise FcnkitError(f"label {path} has value {int(label.max())}; expected 0..{n_classes}")
+    out = np.where(label > 0, label.astype(np.int64) - 1, VOID).astype(np.uint8)
+    return out[np.newaxis]
+
+
+def lookup(label: np.ndarray, table: dict[int, int], size: int = 256) -> np.ndarray:
+    """Map raw ids through `table` (anything absent -> 255) as 1xHxW uint8."""
+    lut = np.full(size, VOID, dtype=np.uint8)
+    for raw, train in table.items():
+        lut[raw] = train
+    label = np.asarray(label)
+    out = np.full(label.shape, VOID, dtype=np.uint8)
+    inside = (label >= 0) & (label < size)
+    out[inside] = lut[label[inside]]
+    return out[np.newaxis]

@@ -1,0 +1,166 @@
+"""Segmentation scores from a confusion histogram, as the FCN paper reports them.
+
+hist[i, j] counts pixels of true class i predicted as j. From it: overall pixel accuracy,
+mean (per-class) accuracy, mean IU and frequency-weighted IU. A class absent from both the
+ground truth and the predictions has an undefined IU and is left out of the means (NaN);
+one only predicted has IU 0 and counts.
+
+    python -m solvers.score PRED_DIR GT_DIR --classes 21 [--names voc]
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from netgen.errors import FcnkitError, cli_entry
+from solvers.data.classes import CLASS_NAMES, class_names
+from solvers.data.readers import read_index_png
+
+VOID = 255
+
+
+def fast_hist(label: np.ndarray, pred: np.ndarray, n: int,
+              ignore_label: int | None = VOID) -> np.ndarray:
+    """n x n int64 confusion counts over pixels whose label is in 0..n-1 (and not ignored).
+
+    Predictions on those pixels must be classes 0..n-1.
+    """
+    label, pred = np.asarray(label), np.asarray(pred)
+    if label.shape != pred.shape:
+        raise FcnkitError(f"label shape {label.shape} differs from prediction shape "
+                          f"{pred.shape}")
+    label, pred = label.reshape(-1).astype(np.int64), pred.reshape(-1).astype(np.int64)
+    keep = (label >= 0) & (label < n)
+    if ignore_label is not None:
+        keep &= label != ignore_label
+    label, pred = label[keep], pred[keep]
+    if pred.size and (pred.min() < 0 or pred.max() >= n):
+        bad = pred[(pred < 0) | (pred >= n)][0]
+        raise FcnkitError(f"prediction has class {bad}, outside 0..{n - 1}")
+    return np.bincount(n * label + pred, minlength=n * n).reshape(n, n)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den elementwise, NaN where den == 0, without warnings."""
+    out = np.full(np.shape(num), np.nan, dtype=np.float64)
+    np.divide(num, den, out=out, where=np.asarray(den) != 0)
+    return out
+
+
+def _nanmean(x: np.ndarray) -> float:
+    x = x[~np.isnan(x)]
+    return float(x.mean()) if x.size else float("nan")
+
+
+def metrics(hist: np.ndarray) -> dict:
+    """Scores of a confusion histogram.
+
+    Keys: pixel_acc, mean_acc, mean_iu, fw_iu (floats; NaN when undefined), per_class_acc,
+    per_class_iu (arrays, NaN for undefined classes), n_pixels (int).
+    """
+    hist = np.asarray(hist, dtype=np.float64)
+    if hist.ndim != 2 or hist.shape[0] != hist.shape[1]:
+        raise FcnkitError(f"confusion histogram must be square, got shape {hist.shape}")
+    if (hist < 0).any():
+        raise FcnkitError("confusion histogram has negative counts")
+    total = hist.sum()
+    diag, gt, predicted = np.diag(hist), hist.sum(1), hist.sum(0)
+    acc = _ratio(diag, gt)
+    iu = _ratio(diag, gt + predicted - diag)
+    freq = gt / total if total else np.zeros_like(gt)
+    return {
+        "pixel_acc": float(diag.sum() / total) if total else float("nan"),
+        "mean_acc": _nanmean(acc),
+        "mean_iu": _nanmean(iu),
+        "fw_iu": float((freq[freq > 0] * iu[freq > 0]).sum()) if total else float("nan"),
+        "per_class_acc": acc,
+        "per_class_iu": iu,
+        "n_pixels": int(total),
+    }
+
+
+def _pct(x: float) -> str:
+    return "   n/a" if np.isnan(x) else f"{100 * x:6.2f}"
+
+
+def format_table(m: dict, class_names: Sequence[str] | None = None) -> str:
+    """Per-class IU / accuracy rows, then the four summary scores, as plain text (percent)."""
+    iu, acc = m["per_class_iu"], m["per_class_acc"]
+    names = list(class_names) if class_names is not None else [str(i) for i in range(len(iu))]
+    if len(names) != len(iu):
+        raise FcnkitError(f"{len(names)} class names for {len(iu)} classes")
+    width = max([len("class")] + [len(n) for n in names])
+    lines = [f"{'id':>3}  {'class':<{width}}  {'IU':>6}  {'acc':>6}"]
+    lines += [f"{i:>3}  {n:<{width}}  {_pct(iu[i])}  {_pct(acc[i])}"
+              for i, n in enumerate(names)]
+    lines.append("")
+    lines += [f"{label:<23}{_pct(m[key])}" for label, key in (
+        ("pixel accuracy", "pixel_acc"), ("mean accuracy", "mean_acc"),
+        ("mean IU", "mean_iu"), ("frequency-weighted IU", "fw_iu"))]
+    lines.append(f"{'pixels scored':<23}{m['n_pixels']:>6}")
+    return "\n".join(lines)
+
+
+def _png_stems(folder: Path, what: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise FcnkitError(f"{what} folder {folder} not found")
+    stems = {p.stem: p for p in sorted(folder.glob("*.png")) if p.is_file()}
+    if not stems:
+        raise FcnkitError(f"{what} folder {folder} has no .png files")
+    return stems
+
+
+def _unmatched(names: set[str], where: Path) -> str:
+    shown = ", ".join(sorted(names)[:5]) + (" ..." if len(names) > 5 else "")
+    return f"{len(names)} file(s) only in {where}: {shown}"
+
+
+def score_dirs(pred_dir: str | Path, gt_dir: str | Path, n_classes: int,
+               ignore_label: int | None = VOID) -> np.ndarray:
+    """Confusion histogram of every PRED_DIR/x.png against GT_DIR/x.png (index PNGs).
+
+    Both folders must hold the same stems; each pair must have the same size.
+    """
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    preds, gts = _png_stems(pred_dir, "prediction"), _png_stems(gt_dir, "ground truth")
+    for only, where in ((set(preds) - set(gts), pred_dir), (set(gts) - set(preds), gt_dir)):
+        if only:
+            raise FcnkitError(f"unmatched files: {_unmatched(only, where)}")
+    hist = np.zeros((n_classes, n_classes), dtype=np.int64)
+    for stem in tqdm(sorted(gts), desc="scoring", unit="img", disable=None):
+        gt = read_index_png(gts[stem], "ground truth")
+        pred = read_index_png(preds[stem], "prediction")
+        if gt.shape != pred.shape:
+            raise FcnkitError(f"{preds[stem]} is {pred.shape[1]}x{pred.shape[0]} but "
+                              f"{gts[stem]} is {gt.shape[1]}x{gt.shape[0]}")
+        try:
+            hist += fast_hist(gt, pred, n_classes, ignore_label)
+        except FcnkitError as e:
+            raise FcnkitError(f"{preds[stem]}: {e}") from None
+    return hist
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m solvers.score",
+                                 description="Score label PNGs against ground truth PNGs.")
+    ap.add_argument("pred_dir", help="predicted label PNGs (class indices)")
+    ap.add_argument("gt_dir", help="ground truth label PNGs with the same file names")
+    ap.add_argument("--classes", type=int, required=True, help="number of classes")
+    ap.add_argument("--names", choices=sorted(CLASS_NAMES), help="class name list")
+    ap.add_argument("--ignore", type=int, default=VOID, help="ignored label (255)")
+    a = ap.parse_args(argv)
+    if not 1 <= a.classes <= 256:
+        raise FcnkitError(f"--classes must be 1..256, got {a.classes}")
+    names = class_names(a.names, a.classes) if a.names else None
+    m = metrics(score_dirs(a.pred_dir, a.gt_dir, a.classes, a.ignore))
+    print(format_table(m, names))
+    return 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""VOC palette, palette PNG writing and overlays."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from netgen.errors import FcnkitError
+from solvers.palette import colorize, overlay, voc_palette, write_label_png
+
+
+def bitwise_colour(i):
+    """Independent per-index construction of the VOC colour map."""
+    r = g = b = 0
+    for j in range(8):
+        r |= ((i >> (3 * j)) & 1) << (7 - j)
+        g |= ((i >> (3 * j + 1)) & 1) << (7 - j)
+        b |= ((i >> (3 * j + 2)) & 1) << (7 - j)
+    return r, g, b
+
+
+def test_palette_values():
+    pal = voc_palette()
+    assert pal.shape == (256, 3) and pal.dtype == np.uint8
+    assert tuple(pal[0]) == (0, 0, 0) and tuple(pal[1]) == (128, 0, 0)
+    assert tuple(pal[15]) == (192, 128, 128)  # person
+    assert tuple(pal[255]) == (224, 224, 192)  # void
+    assert all(tuple(pal[i]) == bitwise_colour(i) for i in range(256))
+    assert len({tuple(c) for c in pal}) == 256
+
+
+def test_write_label_png_roundtrip(tmp_path):
+    label = np.array([[0, 1, 255], [20, 3, 0]], np.uint8)
+    path = tmp_path / "x.png"
+    write_label_png(path, label[None])
+    img = Image.open(path)
+    assert img.mode == "P"
+    np.testing.assert_array_equal(np.asarray(img), label)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]  # no temp files left
+    with pytest.raises(FcnkitError, match="0..255"):
+        write_label_png(tmp_path / "y.png", np.array([[256]]))
+    with pytest.raises(FcnkitError, match="does not exist"):
+        write_label_png(tmp_path / "no" / "y.png", label)
+    assert not (tmp_path / "y.png").exists()
+
+
+def test_overlay_and_legend():
+    rgb = np.full((20, 30, 3), 100, np.uint8)
+    label = np.zeros((20, 30), np.uint8)
+    label[:, 10:] = 15
+    label[:, 20:] = 255
+    img = overlay(rgb, label, ["background"] + ["c"] * 14 + ["person"], alpha=0.5)
+    arr = np.asarray(img)
+    assert img.width > 30  # legend panel added
+    np.testing.assert_array_equal(arr[0, 25], [100, 100, 100])  # void unblended
+    np.testing.assert_array_equal(arr[0, 15], [146, 114, 114])  # (100+192)/2, (100+128)/2
+    np.testing.assert_array_equal(arr[0, 5], [50, 50, 50])
+    plain = overlay(rgb, label, legend=False)
+    assert plain.size == (30, 20)
+    np.testing.assert_array_equal(colorize(label)[0, 15], [192, 128, 128])
+    with pytest.raises(FcnkitError, match="image is 30x20 but label is 29x20"):
+        overlay(rgb, label[:, :29])
