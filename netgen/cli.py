@@ -1,0 +1,111 @@
+"""`python -m netgen`: write FCN model folders, list the presets, explain a net's geometry.
+
+    python -m netgen                      regenerate the default set into models/
+    python -m netgen list                 models, nets and dataset presets
+    python -m netgen generate voc-fcn8s --classes 5 --width 0.25 --out /tmp/nets
+    python -m netgen explain models/voc-fcn8s/deploy.prototxt --size 375x500
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from typing import NoReturn
+
+from .errors import FcnkitError, cli_entry
+from .presets import DATASETS, DEFAULT_SET, NETS, PUBLISHED, resolve
+from .writer import DATA_MODES, generate, generate_all
+
+DESCRIPTION = """\
+Generate Caffe prototxts for Fully Convolutional Networks (FCN-32s/16s/8s/8s-at-once on VGG16,
+FCN-AlexNet). A model is <dataset>-<net>, e.g. voc-fcn8s; each model folder gets
+train.prototxt, val.prototxt, deploy.prototxt and solver.prototxt. Without a command, the
+default set (the published reference models and fcnkit's additions) is written into models/."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are user errors: one line, exit 2, like every other fcnkit error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise FcnkitError(f"{message} (see {self.prog} --help)")
+
+
+def _size(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m or min(int(m[1]), int(m[2])) < 1:
+        raise argparse.ArgumentTypeError(f"expected HxW with positive integers, e.g. 500x500, "
+                                         f"not {text!r}")
+    return int(m[1]), int(m[2])
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m netgen", description=DESCRIPTION,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="models", metavar="DIR",
+                   help="where the default set goes (default: models)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("list", help="list models, nets and dataset presets",
+                   description="List the published models, every net and every dataset preset.")
+    g = sub.add_parser("generate", help="write one model folder",
+                       description="Write DIR/NAME/{train,val,deploy,solver}.prototxt, all files "
+                                   "or none.")
+    g.add_argument("name", metavar="NAME",
+                   help="model <dataset>-<net>, e.g. voc-fcn8s, cityscapes-fcn8s-atonce")
+    g.add_argument("--classes", type=int, metavar="N",
+                   help="number of classes (default: the dataset's); single-head datasets only")
+    g.add_argument("--dataset", metavar="D", choices=list(DATASETS),
+                   help=f"put the net on this dataset preset instead: {', '.join(DATASETS)}")
+    g.add_argument("--width", type=float, default=1.0, metavar="W",
+                   help="multiply every hidden channel count by W (> 0; default 1)")
+    g.add_argument("--out", default="models", metavar="DIR",
+                   help="parent folder of the model folder (default: models)")
+    g.add_argument("--data", choices=DATA_MODES, default="python",
+                   help="train/val input: 'python' data layers (default) or 'input' layers "
+                        "fed directly")
+    e = sub.add_parser("explain", help="per-layer shapes, strides and offsets of a net",
+                       description="Explain a net's geometry for one input size: output shape, "
+                                   "receptive field and alignment of every layer.")
+    e.add_argument("prototxt", metavar="PROTOTXT", help="net definition to explain")
+    e.add_argument("--size", type=_size, default=(500, 500), metavar="HxW",
+                   help="input height x width (default 500x500)")
+    return p
+
+
+def _list() -> None:
+    print("models written by default (published reference models marked *):")
+    for name in DEFAULT_SET:
+        m = resolve(name)
+        classes = " + ".join(str(h.num_classes) for h in m.dataset.heads)
+        mark = "*" if name in PUBLISHED else " "
+        print(f" {mark} {name:24} {m.net.arch:8} {m.net.stride:10} {classes} classes")
+    print("\nnets (combine with any dataset as <dataset>-<net>):")
+    for net in NETS.values():
+        inputs = f" inputs {'+'.join(net.modalities)} ({net.fusion})" if len(net.modalities) > 1 \
+            else (f" input {net.modalities[0]}" if net.modalities else "")
+        print(f"   {net.name:18} {net.arch} {net.stride}{inputs}")
+    print("\ndataset presets:")
+    for ds in DATASETS.values():
+        print(f"   {ds.name:14} {ds.description}")
+
+
+def _explain(path: str, size: tuple[int, int]) -> None:
+    from .explain import explain  # imported on use: the other commands do not need it
+    from .schema import read_net
+
+    print(explain(read_net(path), size))
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        for folder in generate_all(args.out):
+            print(f"wrote {folder}")
+    elif args.command == "list":
+        _list()
+    elif args.command == "generate":
+        folder = generate(args.name, args.out, args.classes, args.width, dataset=args.dataset,
+                          data=args.data)
+        print(f"wrote {folder}")
+    else:
+        _explain(args.prototxt, args.size)
+    return 0
