@@ -151,22 +151,16 @@ def _step(node: Hashable, producer: Producer, stops: list[str]):
     return m, walked_bottoms(layer.type, bottoms)
 
 
-def _ancestor_maps(start: Hashable, producer: Producer, describe, stops: list[str]) -> dict:
-    """For every spatial ancestor X of `start`: the map from X's coordinates to start's."""
-    maps = {start: IDENTITY}
-    queue = deque([start])
-    while queue:
-        node = queue.popleft()
-        m, bottoms = _step(node, producer, stops)
-        for bottom in bottoms:
-            found = compose(maps[node], m)
-            if bottom not in maps:
-                maps[bottom] = found
-                queue.append(bottom)
-            elif not _same(maps[bottom], found):
-                raise FcnkitError(f"{describe(bottom)} reaches {describe(start)} along paths with "
-                                  f"different coordinate maps {_show(maps[bottom])} and {_show(found)}")
-    return maps
+def _visit(maps: dict, queue: deque, node: Hashable, m: CoordMap, bottoms: tuple, describe) -> None:
+    """Record each bottom's map through `node`; a bottom reached twice must get the same map."""
+    for bottom in bottoms:
+        found = compose(maps[node], m)
+        if bottom not in maps:
+            maps[bottom] = found
+            queue.append(bottom)
+        elif not _same(maps[bottom], found):
+            raise FcnkitError(f"{describe(bottom)} is reached along paths with different coordinate "
+                              f"maps {_show(maps[bottom])} and {_show(found)}")
 
 
 def _show(m: CoordMap) -> str:
@@ -175,20 +169,22 @@ def _show(m: CoordMap) -> str:
 
 
 def walk_between(src: Hashable, dst: Hashable, producer: Producer, describe) -> CoordMap:
-    """Map from src's coordinates to dst's: walk both back to the nearest common blob."""
+    """Map from src's coordinates to dst's, walking both back to the nearest common blob.
+
+    All spatial ancestors of src are mapped first; then dst's ancestors, breadth first, until
+    one of them is among src's. Branches that reach a blob with different maps are an error.
+    """
     stops: list[str] = []
-    from_maps = _ancestor_maps(src, producer, describe, stops)
-    to_maps = {dst: IDENTITY}
-    queue = deque([dst])
+    from_maps, queue = {src: IDENTITY}, deque([src])
+    while queue:
+        node = queue.popleft()
+        _visit(from_maps, queue, node, *_step(node, producer, stops), describe)
+    to_maps, queue = {dst: IDENTITY}, deque([dst])
     while queue:
         node = queue.popleft()
         if node in from_maps:
             return compose(to_maps[node], inverse(from_maps[node]))
-        m, bottoms = _step(node, producer, stops)
-        for bottom in bottoms:
-            if bottom not in to_maps:
-                to_maps[bottom] = compose(to_maps[node], m)
-                queue.append(bottom)
+        _visit(to_maps, queue, node, *_step(node, producer, stops), describe)
     ended = f" (the walk stops at {', '.join(dict.fromkeys(stops))})" if stops else ""
     raise FcnkitError(f"cannot relate {describe(src)} to {describe(dst)}: they have no common "
                       f"ancestor through spatial layers{ended}")
