@@ -1,0 +1,1 @@
+"""Caffe model surgery: caffemodel I/O, fc->conv transplant, bilinear kernels, stage init."""
