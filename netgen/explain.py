@@ -15,7 +15,7 @@ from .coord_map import RULES, BlobGraph, CoordMap, walked_bottoms
 from .errors import FcnkitError
 from .geometry import Window, broadcast
 from .proto import caffe_pb2
-from .shapes import SOURCES, USER_SIZED, LayerShapes, filter_phase, layer_shapes
+from .shapes import SOURCES, USER_SIZED, LayerShapes, filter_phase, layer_shapes, net_inputs
 
 Node = tuple[int, int]
 RF = tuple[tuple[Fraction, ...], tuple[Fraction, ...]]   # (size, jump) per spatial axis
@@ -57,7 +57,7 @@ def _sizes(net: caffe_pb2.NetParameter, data: str, size: tuple[int, int]) -> dic
     """Input shapes for an H x W image: declared N,C,H,W shapes get H x W, other declared shapes
     stay; undeclared ones become 1x3xHxW for the input blob and 1x1xHxW (labels) for the rest."""
     h, w = size
-    declared: dict[str, tuple | None] = dict.fromkeys(net.input)
+    declared: dict[str, tuple | None] = dict(net_inputs(net))
     for layer in net.layer:
         if not len(layer.bottom) and layer.type in SOURCES.keys() | USER_SIZED:
             shapes = SOURCES[layer.type](layer, len(layer.top)) if layer.type in SOURCES else \

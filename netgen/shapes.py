@@ -471,7 +471,7 @@ def _run(net: caffe_pb2.NetParameter, sizes: Sizes | None,
     given = {k: tuple(int(d) for d in v) for k, v in (sizes or {}).items()}
     blobs: OrderedDict[str, Shape | None] = OrderedDict()
     makers: dict[str, str] = {}
-    for name, shape in _net_inputs(net):
+    for name, shape in net_inputs(net):
         blobs[name], makers[name] = given.get(name, shape), "the net's input list"
     used = set(blobs)
     out = []
@@ -512,7 +512,7 @@ def blob_shapes(net: caffe_pb2.NetParameter, sizes: Sizes | None = None,
     return _run(net, sizes, phase)[1]
 
 
-def _net_inputs(net: caffe_pb2.NetParameter) -> list[tuple[str, Shape | None]]:
+def net_inputs(net: caffe_pb2.NetParameter) -> list[tuple[str, Shape | None]]:
     """Legacy net-level inputs with their input_shape / input_dim shapes."""
     names = list(net.input)
     if len(net.input_shape):
