@@ -65,8 +65,11 @@ class Net:
 def _split_pair(layer_train: str, layer_val: str, common: Mapping[str, Any], train: Mapping[str, Any],
                 val: Mapping[str, Any]) -> tuple[DataSpec, DataSpec]:
     """Train and val data layers sharing keys; train shuffles, val reads in order."""
-    return (DataSpec(layer_train, {**common, **train, "seed": SEED, "randomize": True}),
-            DataSpec(layer_val, {**common, **val, "seed": SEED, "randomize": False}))
+    def params(own: Mapping[str, Any], randomize: bool) -> dict[str, Any]:
+        merged = {**common, **own, "seed": SEED, "randomize": randomize}
+        return dict(sorted(merged.items(), key=lambda kv: not kv[0].endswith("_dir")))  # dirs first
+
+    return DataSpec(layer_train, params(train, True)), DataSpec(layer_val, params(val, False))
 
 
 def _simple(name: str, description: str, classes: int, layer: str, common: Mapping[str, Any],

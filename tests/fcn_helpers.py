@@ -47,7 +47,7 @@ def random_weights(net: caffe_pb2.NetParameter, seed: int = 0) -> caffe_pb2.NetP
                 blob = out.blobs.add()
                 blob.shape.dim.extend(shape)
                 scale = 1.0 / np.sqrt(np.prod(shape[1:]) if len(shape) > 1 else 1.0)
-                blob.data.extend((rng.standard_normal(shape) * scale).astype(np.float32).ravel())
+                blob.data.extend((rng.standard_normal(shape) * scale).astype(np.float32).ravel().tolist())
         for top in layer.top:
             channels[top] = _out_channels(layer, cins)
     return weights
