@@ -324,3 +324,20 @@ def test_param_shapes():
         "pr": [(6,)], "pr1": [()],
     }
     assert list(got) == ["conv", "nobias", "up", "ip", "ip2", "bn", "sc", "sc2", "bias", "pr", "pr1"]
+
+
+@pytest.mark.parametrize("layer_fn,kw,message", [
+    (L.Convolution, dict(num_output=2), "kernel_size .* is required"),
+    (L.Convolution, dict(num_output=2, kernel_h=3), "kernel_h and kernel_w must be given together"),
+    (L.Convolution, dict(num_output=2, kernel_size=3, kernel_h=3, kernel_w=3), "not both"),
+    (L.Convolution, dict(num_output=2, kernel_size=3, stride=0), "stride must be positive"),
+    (L.Convolution, dict(num_output=2, kernel_size=[3, 3, 3]), "3 values for 2 spatial axes"),
+    (L.Convolution, dict(num_output=0, kernel_size=1), "num_output must be positive"),
+    (L.Pooling, dict(kernel_size=2, stride_h=2), "stride_h and stride_w must be given together"),
+    (L.Pooling, dict(global_pooling=True, kernel_size=2), "global_pooling takes no kernel"),
+    (L.Pooling, dict(global_pooling=True, stride=2), "pad 0 and stride 1"),
+    (L.Pooling, dict(stride=2), "kernel_size .* is required"),
+])
+def test_window_option_errors_name_the_layer(layer_fn, kw, message):
+    with pytest.raises(FcnkitError, match=r"layer out \(\w+\): .*" + message):
+        _single(layer_fn, **kw)
