@@ -35,7 +35,6 @@ class Options:
     num_classes: int | None = None
     width: float = 1.0
     data: str = "python"
-    dataset: str | None = None
 
     def check(self) -> None:
         w = self.width
@@ -129,7 +128,7 @@ def generate(name: str, out_dir: str | os.PathLike = "models", num_classes: int 
     data: "python" (data layers) or "input" (train/val read Input layers for data and label).
     """
     model = resolve(name, dataset)
-    options = Options(num_classes, width, data, dataset)
+    options = Options(num_classes, width, data)
     files = render(model, options)
     folder = Path(out_dir) / model.name
     write_folder(folder, files)
@@ -139,10 +138,8 @@ def generate(name: str, out_dir: str | os.PathLike = "models", num_classes: int 
 def generate_all(out_dir: str | os.PathLike = "models",
                  names: Iterable[str] = DEFAULT_SET) -> list[Path]:
     """Write the default set (every published reference model and fcnkit's additions)."""
-    rendered = [(resolve(n), render(resolve(n))) for n in names]  # fail before writing any
-    out = Path(out_dir)
-    folders = []
-    for model, files in rendered:
-        write_folder(out / model.name, files)
-        folders.append(out / model.name)
+    rendered = {name: render(resolve(name)) for name in names}  # fail before writing any
+    folders = [Path(out_dir) / name for name in rendered]
+    for folder, files in zip(folders, rendered.values()):
+        write_folder(folder, files)
     return folders
