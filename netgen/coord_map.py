@@ -16,7 +16,7 @@ from typing import Callable, Hashable, Iterable, NamedTuple
 
 from .errors import FcnkitError
 from .geometry import Window, broadcast, conv_window, pool_window, where
-from .netspec import LAYER_TYPES, Function, L, Top, assign_proto
+from .netspec import LAYER_TYPES, Function, L, Top
 from .proto import caffe_pb2
 
 
@@ -196,8 +196,7 @@ def function_layer(fn: Function) -> caffe_pb2.LayerParameter:
     """The LayerParameter a NetSpec Function stands for (options routed as NetSpec does)."""
     layer = caffe_pb2.LayerParameter(type=fn.type_name, name=fn.type_name)
     if fn.type_name in LAYER_TYPES:
-        for key, value in fn.params.items():
-            assign_proto(fn._target(layer, key, where(layer)), key, value, where(layer))
+        fn.fill(layer)
     return layer
 
 

@@ -165,12 +165,16 @@ class Function:
         else:
             layer.top.extend(self._get_top_name(t, names, autonames) for t in self.tops)
         layer.name = self._get_name(names, autonames)
+        self.fill(layer)
+        layers[self] = layer
+
+    def fill(self, layer: caffe_pb2.LayerParameter) -> None:
+        """Write this function's options into `layer` (type-specific message first, as pycaffe)."""
         where = f"layer {layer.name} ({self.type_name})"
         if self.type_name not in LAYER_TYPES:
             raise FcnkitError(f"{where}: unknown layer type {self.type_name!r}")
         for key, value in self.params.items():
             assign_proto(self._target(layer, key, where), key, value, where)
-        layers[self] = layer
 
     def _target(self, layer: caffe_pb2.LayerParameter, key: str, where: str) -> Any:
         """Where option `key` belongs: the type's own parameter message first, as pycaffe does."""
