@@ -75,18 +75,18 @@ def _blob_array(blob: caffe_pb2.BlobProto, where: str) -> np.ndarray:
     """A BlobProto's values (float or double) in its shape (or legacy 4-D shape)."""
     dims = list(blob.shape.dim) if blob.HasField("shape") else [blob.num, blob.channels,
                                                                  blob.height, blob.width]
-    values = np.asarray(blob.double_data if len(blob.double_data) else blob.data, np.float64)
+    values = np.asarray(blob.double_data if len(blob.double_data) else blob.data, np.float32)
     if values.size != int(np.prod(dims)):
         raise FcnkitError(f"{where}: {values.size} values for shape {tuple(dims)}")
     return values.reshape(dims)
 
 
-def _same_shape(stored: tuple[int, ...], wanted: tuple[int, ...]) -> bool:
-    """Caffe's shape check, with legacy 4-D blobs matched on their trailing axes."""
-    if stored == wanted:
-        return True
-    trim = lambda s: tuple(s[next((i for i, d in enumerate(s) if d != 1), len(s)):])
-    return len(stored) == 4 and trim(stored) == trim(wanted)
+def _fits(stored: tuple[int, ...], wanted: tuple[int, ...], legacy: bool) -> bool:
+    """Caffe's shape check: exact, except that blobs stored with legacy 4-D dims match the
+    trailing axes (1x1x4096x25088 fits 4096x25088)."""
+    if legacy and len(wanted) <= 4:
+        return stored == (1,) * (4 - len(wanted)) + tuple(wanted)
+    return stored == wanted
 
 
 class Net:
@@ -128,7 +128,11 @@ class Net:
         self.outputs: list[str] = []
         self._objective: torch.Tensor | None = None
         self._first: dict[str, torch.Tensor] = {}
-        ctx = BuildContext(phase=phase, dtype=dtype, allow_python_modules=allow_python_modules)
+        # fillers draw from a generator seeded off torch's RNG: torch.manual_seed reproduces a net
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        ctx = BuildContext(phase=phase, dtype=dtype, allow_python_modules=allow_python_modules,
+                           rng=rng)
+        self._rng = rng
         self._build(ctx)
         if weights is not None:
             self.copy_from(weights)
@@ -201,7 +205,7 @@ class Net:
             if spec.name and spec.name in shared:
                 rec.params.append(self._share(rec, i, spec, shape, *shared[spec.name]))
                 continue
-            value = self._initial_value(rec, lp, i, init, where)
+            value = self._initial_value(lp, i, init, where, self._rng)
             param = Param(value.to(device=self.device, dtype=self.dtype), name=spec.name,
                           owner=(rec.name, i), lr_mult=lr_mult, decay_mult=spec.decay_mult)
             if spec.name:
@@ -211,14 +215,15 @@ class Net:
             self.params[rec.name] = rec.params
 
     @staticmethod
-    def _initial_value(rec: LayerRecord, lp, i: int, init, where: str) -> torch.Tensor:
+    def _initial_value(lp, i: int, init, where: str, rng) -> torch.Tensor:
         """Blobs stored in the prototxt win over fillers, as in Caffe."""
         if not lp.blobs:
-            return init.make(f"{where} param {i}")
-        arr = _blob_array(lp.blobs[i], f"{where} blob {i}")
-        if not _same_shape(tuple(arr.shape), tuple(init.shape)):
+            return init.make(f"{where} param {i}", rng)
+        blob = lp.blobs[i]
+        arr = _blob_array(blob, f"{where} blob {i}")
+        if not _fits(tuple(arr.shape), tuple(init.shape), legacy=not blob.HasField("shape")):
             raise FcnkitError(f"{where}: blob {i} has shape {tuple(arr.shape)}, expected {init.shape}")
-        return torch.from_numpy(np.ascontiguousarray(arr).reshape(init.shape).astype(np.float64))
+        return torch.from_numpy(arr.reshape(init.shape))
 
     @staticmethod
     def _share(rec: LayerRecord, i: int, spec, shape, owner: Param, owner_spec) -> Param:
@@ -409,10 +414,11 @@ class Net:
     def copy_from(self, source: str | os.PathLike | Mapping[str, Sequence[np.ndarray]]) -> None:
         """Load weights by layer name (a .caffemodel/.h5 path or a Weights mapping). Layers the
         source lacks keep their values; source layers the net lacks are ignored; a blob count
-        or shape mismatch is an error (as in Caffe)."""
-        from surgery.caffemodel import load_weights_for
+        or shape mismatch is an error (as in Caffe's CopyTrainedLayersFrom)."""
+        from surgery.caffemodel import load_weights
         where = str(source) if isinstance(source, (str, os.PathLike)) else "weights"
-        weights = load_weights_for(source, self.net_param) if isinstance(source, (str, os.PathLike)) else source
+        weights = load_weights(source) if isinstance(source, (str, os.PathLike)) else source
+        legacy = getattr(weights, "legacy", set())
         for rec in self.layers:
             if rec.name not in weights:
                 continue
@@ -422,7 +428,7 @@ class Net:
                                   f"expects {len(rec.params)}")
             for i, (arr, param, shape) in enumerate(zip(arrays, rec.params, rec.param_shapes)):
                 arr = np.asarray(arr)
-                if not _same_shape(tuple(arr.shape), shape):
+                if not _fits(tuple(arr.shape), shape, (rec.name, i) in legacy):
                     raise FcnkitError(f"{where}: layer {rec.name!r} blob {i} has shape "
                                       f"{tuple(arr.shape)}, the net expects {shape}")
                 with torch.no_grad():

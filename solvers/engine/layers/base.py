@@ -9,13 +9,13 @@ than being ignored: each layer class lists the fields it understands.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
+import numpy as np
 import torch
 
 from netgen.errors import FcnkitError
-
-from .._fillers import fill
+from surgery.fillers import fill
 
 FLT_MIN = 1.175494350822287508e-38   # C's FLT_MIN, Caffe's clamp on probabilities
 FLT_MAX = 3.402823466385288598e38
@@ -31,6 +31,7 @@ class BuildContext:
     phase: str                    # "TRAIN" or "TEST"
     dtype: torch.dtype = torch.float32
     allow_python_modules: bool = False
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)  # fillers
 
 
 @dataclass
@@ -49,10 +50,14 @@ class ParamInit:
     filler: Any = None            # FillerParameter; None -> constant `value`
     value: float = 0.0
 
-    def make(self, where: str) -> torch.Tensor:
+    def make(self, where: str, rng: np.random.Generator) -> torch.Tensor:
+        """A CPU tensor of the initial values (FcnkitError naming `where` on a bad filler)."""
         if self.filler is None:
-            return torch.full(self.shape, self.value, dtype=torch.float64)
-        return fill(self.filler, self.shape, where)
+            return torch.full(self.shape, self.value, dtype=torch.float32)
+        try:
+            return torch.from_numpy(fill(self.filler, self.shape, rng))
+        except FcnkitError as e:
+            raise FcnkitError(f"{where}: {e}") from None
 
 
 LAYERS: dict[str, type["Layer"]] = {}
@@ -142,18 +147,6 @@ def pair(name: str, layer: Layer, values: Sequence[int], h_w: tuple[bool, int, i
     if len(values) == 2:
         return int(values[0]), int(values[1])
     raise layer.error(f"{name} has {len(values)} values; only 2-D (1 or 2 values) is supported")
-
-
-def filler_or(msg, name: str, value: float = 0.0) -> tuple[Any, float]:
-    """(FillerParameter, None-constant) for an optional filler field defaulting to `value`."""
-    return (getattr(msg, name) if msg.HasField(name) else None), value
-
-
-def elementwise(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable:
-    """forward() for one-bottom, one-top layers computing fn(bottom)."""
-    def forward(self, bottoms, params, run):
-        return [fn(self, bottoms[0])]
-    return forward
 
 
 ENGINE = "engine"  # the engine choice (CAFFE/CUDNN) does not change results: always accepted

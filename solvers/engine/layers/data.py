@@ -94,7 +94,8 @@ class DummyData(Layer):
             if constant and i in self._cache:
                 tops.append(self._cache[i])
                 continue
-            t = ParamInit(shape, filler).make(f"layer {self.name!r} dummy_data_param.data_filler")
+            t = ParamInit(shape, filler).make(f"layer {self.name!r} dummy_data_param.data_filler",
+                                              self.ctx.rng)
             t = t.to(device=run.device, dtype=run.dtype)
             if constant:
                 self._cache[i] = t
@@ -109,9 +110,8 @@ def _resolve_python(layer: Layer, module: str, name: str) -> type:
         from solvers.data.layers import DATA_LAYERS
     except ImportError:  # data layers package not available in this checkout
         DATA_LAYERS = {}
-    for key in (f"{module}.{name}", name):
-        if key in DATA_LAYERS:
-            return DATA_LAYERS[key]
+    if f"{module}.{name}" in DATA_LAYERS:
+        return DATA_LAYERS[f"{module}.{name}"]
     if not layer.ctx.allow_python_modules:
         raise layer.error(f"python_param {module}.{name} is not one of fcnkit's data layers "
                           f"({', '.join(sorted(DATA_LAYERS)) or 'none available'}); "

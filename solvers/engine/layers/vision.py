@@ -206,12 +206,13 @@ class LRN(Layer):
             raise self.error(f"needs a 4-D bottom, got shape {tuple(x.shape)}")
         pre = (self.n - 1) // 2
         sq = x * x
+        # zero padding made explicit: torch refuses windows larger than the unpadded input
         if self.across:
-            mean = F.avg_pool3d(sq.unsqueeze(1), (self.n, 1, 1), 1, (pre, 0, 0),
-                                count_include_pad=True).squeeze(1)
+            padded = F.pad(sq, (0, 0, 0, 0, pre, pre)).unsqueeze(1)
+            mean = F.avg_pool3d(padded, (self.n, 1, 1), 1).squeeze(1)
             scale = self.k + self.alpha * mean
         else:
-            mean = F.avg_pool2d(sq, self.n, 1, pre, count_include_pad=True)
+            mean = F.avg_pool2d(F.pad(sq, (pre, pre, pre, pre)), self.n, 1)
             scale = 1.0 + self.alpha * mean
         return [x * scale.pow(-self.beta)]
 

@@ -1,0 +1,21 @@
+"""A pycaffe-style Python layer for the engine tests: top = factor * bottom (factor from param_str)."""
+import ast
+
+
+class Multiply:
+    def setup(self, bottom, top):
+        self.factor = float(ast.literal_eval(self.param_str or "1"))
+
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].data.shape)
+
+    def forward(self, bottom, top):
+        top[0].data[...] = self.factor * bottom[0].data
+
+    def backward(self, top, propagate_down, bottom):
+        bottom[0].diff[...] = self.factor * top[0].diff
+
+
+class Broken:
+    def setup(self, bottom, top):
+        raise ValueError("no such thing")
