@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import mmap
 import os
+import sys
 from collections import OrderedDict
 from pathlib import Path
 from typing import BinaryIO, Iterable
@@ -38,6 +39,8 @@ _V0_LAYER, _V0_BLOBS, _V0_NAME = 1, 50, 1
 _NUM, _CHANNELS, _HEIGHT, _WIDTH, _DATA, _SHAPE, _DOUBLE_DATA = 1, 2, 3, 4, 5, 7, 8
 _LEGACY_DIMS = (_NUM, _CHANNELS, _HEIGHT, _WIDTH)
 _WRITE_CHUNK = 1 << 22  # elements converted at a time when an array is not float32 already
+# Packed little-endian floats can be read from the file straight into float32 arrays.
+_DIRECT_READ = hasattr(os, "preadv") and sys.byteorder == "little"
 
 
 class Weights(OrderedDict):
@@ -95,7 +98,7 @@ def load_weights(path: str | os.PathLike) -> Weights:
         buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         problem = None
         try:
-            weights = _decode_net(buf, size)
+            weights = _decode_net(buf, size, f.fileno())
         except WireError as e:
             problem = _explain(buf, size, e)
         except DecodeError as e:
@@ -168,11 +171,12 @@ def _explain(buf, size: int, error: WireError) -> str:
     return f"not a valid caffemodel: {error}"
 
 
-def _decode_net(buf, size: int) -> Weights:
+def _decode_net(buf, size: int, fd: int | None = None) -> Weights:
+    """Parse a NetParameter; with `fd`, packed float payloads are read straight from the file."""
     header, records = [], []
     for field in wire.iter_fields(buf, 0, size):
         if field.number in _BLOBS_OF and field.wire_type == LEN:
-            records.append((field.number,) + _decode_layer(buf, field, field.number))
+            records.append((field.number,) + _decode_layer(buf, field, field.number, fd))
         else:
             header.append(buf[field.start:field.end])
     net = caffe_pb2.NetParameter.FromString(b"".join(header))
@@ -194,7 +198,7 @@ def _decode_net(buf, size: int) -> Weights:
     return weights
 
 
-def _decode_layer(buf, field: wire.Field, kind: int) -> tuple[bytes, list, list]:
+def _decode_layer(buf, field: wire.Field, kind: int, fd: int | None) -> tuple[bytes, list, list]:
     """Split one layer message into (definition bytes without blobs, arrays, legacy flags)."""
     blobs_field = _BLOBS_OF.get(kind, _V0_BLOBS)
     name_field = _NAME_OF.get(kind, _V0_NAME)
@@ -205,13 +209,13 @@ def _decode_layer(buf, field: wire.Field, kind: int) -> tuple[bytes, list, list]
     for f in fields:
         if f.number == blobs_field and f.wire_type == LEN:
             try:
-                array, is_legacy = _decode_blob(buf, f.value_start, f.end)
+                array, is_legacy = _decode_blob(buf, f.value_start, f.end, fd)
             except WireError as e:
                 raise WireError(e.pos, f"layer {name!r} blob {len(blobs)}: {e.detail}") from None
             blobs.append(array)
             legacy.append(is_legacy)
         elif kind == NET_LAYERS and f.number == _V0_LAYER and f.wire_type == LEN:
-            v0_meta, v0_blobs, v0_legacy = _decode_layer(buf, f, _V0_LAYER)
+            v0_meta, v0_blobs, v0_legacy = _decode_layer(buf, f, _V0_LAYER, fd)
             meta.append(wire.encode_len_field(_V0_LAYER, v0_meta))
             blobs += v0_blobs
             legacy += v0_legacy
@@ -220,8 +224,13 @@ def _decode_layer(buf, field: wire.Field, kind: int) -> tuple[bytes, list, list]
     return b"".join(meta), blobs, legacy
 
 
-def _decode_blob(buf, start: int, end: int) -> tuple[np.ndarray, bool]:
-    """One BlobProto -> (float32 array, whether its shape came from legacy 4-d fields)."""
+def _decode_blob(buf, start: int, end: int, fd: int | None) -> tuple[np.ndarray, bool]:
+    """One BlobProto -> (float32 array, whether its shape came from legacy 4-d fields).
+
+    Chunks are views of `buf`, or for packed floats with a file at hand (offset, count) to
+    read into the result directly: the mapped pages are then never touched, so loading costs
+    one copy of the weights in memory instead of two.
+    """
     floats, doubles, legacy = [], [], {}
     dims = None
     pos = start
@@ -235,15 +244,18 @@ def _decode_blob(buf, start: int, end: int) -> tuple[np.ndarray, bool]:
             (floats if n == _DATA else doubles).append(run)
         elif n in (_DATA, _DOUBLE_DATA) and wt == LEN:
             dtype = "<f4" if n == _DATA else "<f8"
-            (floats if n == _DATA else doubles).append(
-                wire.packed_array(buf, f.value_start, f.end, dtype))
+            view = wire.packed_array(buf, f.value_start, f.end, dtype)
+            if n == _DATA and fd is not None and _DIRECT_READ:
+                floats.append((f.value_start, view.size))
+            else:
+                (floats if n == _DATA else doubles).append(view)
         elif n == _SHAPE and wt == LEN:
             dims = _decode_shape(buf, f.value_start, f.end)
         elif n in _LEGACY_DIMS and wt == VARINT:
             legacy[n] = wire.as_int64(f.value)
         # diff / double_diff and unknown fields carry no weights
     chunks = doubles or floats  # Caffe reads double_data when present
-    count = sum(c.size for c in chunks)
+    count = sum(c[1] if isinstance(c, tuple) else c.size for c in chunks)
     if legacy:  # Caffe gives the legacy fields precedence over `shape`
         dims = [legacy.get(i, 0) for i in _LEGACY_DIMS]
     elif dims is None:  # no shape stored at all: a flat vector
@@ -254,9 +266,23 @@ def _decode_blob(buf, start: int, end: int) -> tuple[np.ndarray, bool]:
     data = np.empty(count, dtype=np.float32)
     offset = 0
     for chunk in chunks:
-        data[offset:offset + chunk.size] = chunk
-        offset += chunk.size
+        if isinstance(chunk, tuple):
+            _pread_into(fd, data[offset:offset + chunk[1]], chunk[0])
+            offset += chunk[1]
+        else:
+            data[offset:offset + chunk.size] = chunk
+            offset += chunk.size
     return data.reshape(dims), bool(legacy)
+
+
+def _pread_into(fd: int, out: np.ndarray, position: int) -> None:
+    """Fill `out` with the file's bytes at `position` (short reads continued)."""
+    view = memoryview(out).cast("B")
+    while view:
+        got = os.preadv(fd, [view], position)
+        if got == 0:
+            raise WireError(position, "file ends inside a blob")
+        view, position = view[got:], position + got
 
 
 def _decode_shape(buf, start: int, end: int) -> list[int]:
