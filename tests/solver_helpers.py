@@ -55,7 +55,7 @@ class CycleData:
 
 
 def linear_net_text(batch=4, dim=5, hidden=4, out=3, count=3, seed=0, bias_lr=2.0,
-                    bias_decay=0.0, **data_options) -> str:
+                    bias_decay=0.0, loss_weight=1.0, **data_options) -> str:
     """data -> ip1 (hidden) -> ip2 (out) -> EuclideanLoss vs target; biases lr_mult 2,
     decay_mult 0 as in the FCN/VGG recipes. data_options go to CycleData (rows, nan_at, sleep)."""
     param_str = repr(dict(seed=seed, count=count, batch=batch, dim=dim, out=out, **data_options))
@@ -69,7 +69,8 @@ layer {{ name: "data" type: "Python" top: "data" top: "target"
   python_param {{ module: "solver_helpers" layer: "CycleData" param_str: "{param_str}" }} }}
 {ip("ip1", "data", hidden)}
 {ip("ip2", "ip1", out)}
-layer {{ name: "loss" type: "EuclideanLoss" bottom: "ip2" bottom: "target" top: "loss" }}
+layer {{ name: "loss" type: "EuclideanLoss" bottom: "ip2" bottom: "target" top: "loss"
+  loss_weight: {loss_weight} }}
 """
 
 
@@ -77,8 +78,11 @@ def net_param(text: str) -> caffe_pb2.NetParameter:
     return parse_prototxt(text, caffe_pb2.NetParameter, "<test net>")
 
 
-def solver_param(text: str) -> caffe_pb2.SolverParameter:
-    return parse_prototxt(text, caffe_pb2.SolverParameter, "<test solver>")
+def solver_param(text: str, overrides: str = "") -> caffe_pb2.SolverParameter:
+    """The solver in `text`; singular fields set in `overrides` replace those in `text`."""
+    param = parse_prototxt(text, caffe_pb2.SolverParameter, "<test solver>")
+    param.MergeFrom(parse_prototxt(overrides, caffe_pb2.SolverParameter, "<test overrides>"))
+    return param
 
 
 # ------------------------------------------------------------------ numpy reference of a step

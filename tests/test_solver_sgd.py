@@ -12,21 +12,11 @@ from netgen.schema import to_prototxt
 from solver_helpers import batches, linear_net_text, net_param, np_train, solver_param
 from solvers.engine.solver import Solver
 
-DEFAULTS = dict(base_lr=0.05, lr_policy="fixed", max_iter=6, snapshot_after_train=False)
 BASE = 'base_lr: 0.05 lr_policy: "fixed" max_iter: 6 snapshot_after_train: false '
 
 
-def with_defaults(text: str):
-    """The solver in `text`, with DEFAULTS for the fields it leaves unset."""
-    sp = solver_param(text)
-    for field, value in DEFAULTS.items():
-        if not sp.HasField(field):
-            setattr(sp, field, value)
-    return sp
-
-
 def make_solver(text: str, seed: int = 0, **net_options) -> Solver:
-    sp = with_defaults(text)
+    sp = solver_param(BASE, text)
     sp.train_net_param.CopyFrom(net_param(linear_net_text(**net_options)))
     torch.manual_seed(seed)
     return Solver(sp, allow_python_modules=True)
@@ -116,7 +106,7 @@ def test_smoothed_loss_is_caffes_running_mean():
 
 
 def test_test_nets_share_weights_and_average_outputs():
-    sp = with_defaults("momentum: 0.9 test_iter: 2 test_interval: 2")
+    sp = solver_param(BASE, "momentum: 0.9 test_iter: 2 test_interval: 2")
     sp.net_param.CopyFrom(net_param(linear_net_text()))
     torch.manual_seed(0)
     solver = Solver(sp, allow_python_modules=True)

@@ -19,8 +19,7 @@ from surgery.caffemodel import load_weights
 def make_solver(folder, text="", seed=0, **net_options) -> Solver:
     sp = solver_param(f'base_lr: 0.05 lr_policy: "multistep" gamma: 0.5 stepvalue: 2 '
                       f'stepvalue: 4 momentum: 0.9 weight_decay: 0.01 max_iter: 6 '
-                      f'snapshot_prefix: "{folder}/snap"')
-    sp.MergeFrom(solver_param(text))  # singular fields in `text` win
+                      f'snapshot_prefix: "{folder}/snap"', text)
     sp.train_net_param.CopyFrom(net_param(linear_net_text(**net_options)))
     torch.manual_seed(seed)
     return Solver(sp, allow_python_modules=True)
