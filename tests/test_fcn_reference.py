@@ -11,9 +11,8 @@ import re
 import pytest
 
 from fcn_helpers import summary
-from netgen.presets import resolve
 from netgen.schema import read_net, read_solver
-from netgen.writer import build_net, generate
+from netgen.writer import generate
 
 VGG = "lr=1/1,2/0"
 # conv1_1 .. relu7 of every FCN-VGG16 deploy / val net (voc-fcn8s/deploy.prototxt).
