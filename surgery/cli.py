@@ -52,7 +52,8 @@ def _info(args) -> None:
     print(f"{args.model}: {_describe(weights)}, {size / 1e6:.1f} MB")
     family = detect(weights)
     if family:
-        print(f"looks like: {FAMILY_NAMES[family]} classifier")
+        kind = "classifier" if weights["fc6"][0].ndim == 2 else "trunk, fully convolutional"
+        print(f"looks like: {FAMILY_NAMES[family]} {kind}")
     rows = [(name, weights.types.get(name, "") or "?",
              ", ".join(_shape(a.shape) + ("*" if (name, i) in weights.legacy else "")
                        for i, a in enumerate(arrays)),

@@ -391,3 +391,29 @@ def test_write_errors_leave_nothing(tmp_path):
     with pytest.raises(FcnkitError, match="unknown weights format"):
         save_weights(tmp_path / "m.caffemodel", weights, format="npz")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_published_style_v1_train_net_resolves_real_shapes(tmp_path):
+    """Published V1 caffemodels carry their train/val net: DATA layers per phase with a 224
+    crop, SOFTMAX_LOSS and ACCURACY. Its definitions are enough to give the blobs real shapes."""
+    classifier = upgrade_net(vgg16(width=1 / 16))
+    net = caffe_pb2.NetParameter(name="VGG_ILSVRC_16_layers")
+    for phase in (caffe_pb2.TRAIN, caffe_pb2.TEST):
+        data = net.layer.add(name="data", type="Data", top=["data", "label"])
+        data.include.add(phase=phase)
+        data.transform_param.crop_size = 224
+    net.layer.extend(layer for layer in classifier.layer if layer.type not in ("Input", "Softmax"))
+    net.layer.add(name="loss", type="SoftmaxWithLoss", bottom=["fc8", "label"], top=["loss"])
+    accuracy = net.layer.add(name="accuracy", type="Accuracy", bottom=["fc8", "label"],
+                             top=["accuracy"])
+    accuracy.include.add(phase=caffe_pb2.TEST)
+    from surgery.shapes import param_shapes
+    shapes = param_shapes(classifier)
+    weights = Weights((name, [np.full(s, 0.5, np.float32) for s in blob_shapes])
+                      for name, blob_shapes in shapes.items())
+    path = tmp_path / "published.caffemodel"
+    save_weights(path, weights, net=net, legacy=True)
+    loaded = load_weights(path)
+    assert loaded.net.layers[0].type == caffe_pb2.V1LayerParameter.DATA
+    assert not loaded.legacy
+    assert loaded["fc6"][0].shape == (256, 1568) and loaded["conv1_1"][1].shape == (4,)

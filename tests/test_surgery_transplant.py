@@ -64,6 +64,17 @@ def test_fcn32s_report(vgg_source):
     assert "coerced  fc6[0]" in str(report) and "dropped 2 blobs (257,000 values)" in str(report)
 
 
+def test_legacy_v1_target_net(vgg_source):
+    """A target written in the V1 format (net-level input_dim, `layers`) is upgraded first."""
+    from surgery.classifiers import fully_convolutional
+    from surgery.legacy import downgrade_net
+    target = downgrade_net(fully_convolutional(vgg16(width=WIDTH)))
+    assert target.layers and list(target.input_dim) == [10, 3, 224, 224]
+    weights, report = transplant(target, vgg_source)
+    assert report.find("fc8").action == "coerced" and not report.by_action("init")
+    assert weights.net.layer[0].type == "Input"
+
+
 def test_alexnet_report(tmp_path):
     net = caffenet(width=1 / 8)
     source = random_weights(net)
