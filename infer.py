@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Segment images with a trained FCN: label PNGs (VOC palette) and colour overlays with a legend.
+
+    python infer.py models/voc-fcn8s/deploy.prototxt fcn8s-heavy-pascal.caffemodel img.jpg -o out
+    python infer.py models/voc-fcn8s weights.caffemodel photos/ --backend opencv
+
+For each image X: out/X.png holds the class indices (palette PNG, opens as a picture) and
+out/X_overlay.png the classes blended over the image with a legend of the classes present.
+Backends: torch (fcnkit's engine), caffe (pycaffe), opencv (cv2.dnn.readNetFromCaffe).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from netgen.errors import FcnkitError, cli_entry
+from solvers.cliargs import Parser, non_negative
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+VOC_MEAN = (104.00699, 116.66877, 122.67892)
+
+
+def build_parser() -> Parser:
+    from solvers.data.classes import CLASS_NAMES
+    from solvers.predict import BACKENDS
+
+    ap = Parser(prog="infer.py", description="Segment images with a deploy net and its weights.")
+    ap.add_argument("deploy", help="deploy.prototxt, or a model folder holding one")
+    ap.add_argument("weights", help="trained .caffemodel / .caffemodel.h5")
+    ap.add_argument("images", nargs="+", help="image files or folders of images")
+    ap.add_argument("-o", "--out", default="predictions", help="output folder (predictions)")
+    ap.add_argument("--backend", default="torch", help=f"{' | '.join(BACKENDS)} (torch)")
+    ap.add_argument("--gpu", type=non_negative, help="GPU index (torch, caffe; default CPU)")
+    ap.add_argument("--mean", default=",".join(map(str, VOC_MEAN)),
+                    help="B,G,R mean subtracted from the image (VOC/ImageNet mean)")
+    ap.add_argument("--classes", help=f"class names for the legend: {', '.join(CLASS_NAMES)}, "
+                    "or a text file with one name per line (default: voc for 21 classes)")
+    ap.add_argument("--output", default="score", help="blob to take the argmax of (score)")
+    ap.add_argument("--alpha", type=float, default=0.5, help="overlay opacity 0..1 (0.5)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    return ap
+
+
+def parse_mean(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(np.isfinite(values)):
+        raise FcnkitError(f"--mean {text!r}: give three numbers B,G,R")
+    return values  # type: ignore[return-value]
+
+
+def find_images(items: list[str]) -> list[Path]:
+    """Image files named or inside the named folders (not recursive), each checked to open."""
+    found: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            inside = sorted(p for p in path.iterdir()
+                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not inside:
+                raise FcnkitError(f"{path}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            found += inside
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FcnkitError(f"{path}: no such image file or folder")
+    stems: dict[str, Path] = {}
+    for path in found:
+        if path.stem in stems:
+            raise FcnkitError(f"{path} and {stems[path.stem]} would both write {path.stem}.png")
+        stems[path.stem] = path
+        try:
+            with Image.open(path) as im:
+                im.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise FcnkitError(f"{path}: not a readable image ({e})") from None
+    return found
+
+
+def class_list(spec: str | None, n: int | None) -> list[str] | None:
+    """Legend names for n classes: a known list, a file of names, or voc when n == 21.
+
+    With n None only checks that `spec` names a list or a readable file.
+    """
+    from solvers.data.classes import CLASS_NAMES, class_names
+
+    if spec is None:
+        return list(class_names("voc")) if n == 21 else None
+    if spec in CLASS_NAMES:
+        return list(class_names(spec, n))
+    path = Path(spec)
+    if not path.is_file():
+        raise FcnkitError(f"--classes {spec!r}: not a known list ({', '.join(CLASS_NAMES)}) "
+                          "nor a file")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if n is not None and len(names) != n:
+        raise FcnkitError(f"--classes {spec}: {len(names)} names for a net with {n} classes")
+    return names
+
+
+def segment(predictor, images: list[Path], out: Path, mean, classes: str | None,
+            alpha: float, progress: bool = True) -> list[Path]:
+    """Write <stem>.png (labels) and <stem>_overlay.png for every image; returns the label files.
+
+    The output folder is created once the first image went through the net and the legend
+    names fit its class count, so a mistake there leaves nothing behind.
+    """
+    from solvers.data.readers import read_rgb
+    from solvers.predict import save_prediction
+
+    names: list[str] | None = None
+    written: list[Path] = []
+    for path in tqdm(images, desc="infer", unit="img", disable=not progress):
+        rgb = read_rgb(path)
+        label = predictor.labels(rgb, mean)
+        if not written:
+            names = class_list(classes, predictor.num_classes)
+            out.mkdir(parents=True, exist_ok=True)
+        written.append(save_prediction(out, path.stem, rgb, label, names, alpha)[0])
+    return written
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    from solvers.predict import BACKENDS, Predictor
+
+    a = build_parser().parse_args(argv)
+    if a.backend not in BACKENDS:
+        raise FcnkitError(f"unknown backend {a.backend!r} (choose from {', '.join(BACKENDS)})")
+    if not 0.0 <= a.alpha <= 1.0:
+        raise FcnkitError(f"--alpha must be in 0..1, got {a.alpha}")
+    mean = parse_mean(a.mean)
+    deploy = Path(a.deploy)
+    if deploy.is_dir():
+        deploy = deploy / "deploy.prototxt"
+    images = find_images(a.images)
+    out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        raise FcnkitError(f"--out {out}: exists and is not a folder")
+    if a.classes is not None:
+        class_list(a.classes, None)
+    predictor = Predictor(deploy, a.weights, a.backend, a.gpu, a.output)
+    written = segment(predictor, images, out, mean, a.classes, a.alpha, not a.quiet)
+    print(f"wrote {len(written)} label maps and overlays to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

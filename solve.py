@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Train an FCN from its model folder, as the reference solve.py scripts do.
+
+    python solve.py models/voc-fcn32s --weights VGG_ILSVRC_16_layers.caffemodel --gpu 0
+    python solve.py models/voc-fcn32s --stages 32s,16s,8s --weights VGG16.caffemodel
+    python solve.py models/voc-fcn8s --resume models/voc-fcn8s/snapshot/train_iter_4000.solverstate
+    python solve.py            # no arguments: the synthetic demo, written to ./demo
+
+Backends: pycaffe ("caffe"), fcnkit's PyTorch engine ("torch"), or "auto" (pycaffe when it
+imports). Snapshots and metrics.jsonl go where the solver's snapshot_prefix points.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from netgen.errors import FcnkitError, cli_entry
+from solvers.cliargs import Parser, count_list, non_negative
+
+DEMO_ONLY = ("demo_dir", "demo_train", "demo_val", "demo_size")
+
+
+def build_parser() -> Parser:
+    ap = Parser(prog="solve.py", description="Train an FCN model folder (solver.prototxt + nets); "
+                "without a model, run the synthetic demo.")
+    ap.add_argument("model", nargs="?", help="model folder holding solver.prototxt, or a solver "
+                    "prototxt (leave out for the demo)")
+    ap.add_argument("--weights", help="initial weights: .caffemodel or .caffemodel.h5 (an "
+                    "ImageNet classifier such as VGG16 is made fully convolutional first)")
+    ap.add_argument("--gpu", type=non_negative, help="GPU index (default: CPU)")
+    ap.add_argument("--backend", default="auto", help="caffe | torch | auto (default: pycaffe "
+                    "if it imports, else torch)")
+    ap.add_argument("--iters", type=count_list, help="iterations to run (default: up to the "
+                    "solver's max_iter); with --stages one count or one per stage")
+    ap.add_argument("--test-every", type=non_negative, help="score the val net every N "
+                    "iterations (default: the solver's snapshot interval; 0: never)")
+    ap.add_argument("--resume", help="continue from a .solverstate")
+    ap.add_argument("--stages", help="train stage after stage, e.g. 32s,16s,8s: sibling model "
+                    "folders named by stride, each starting from the previous one's weights")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo = ap.add_argument_group("demo (no model given)")
+    demo.add_argument("--demo-dir", help="output folder (default: ./demo)")
+    demo.add_argument("--demo-train", type=non_negative, help="synthetic training images")
+    demo.add_argument("--demo-val", type=non_negative, help="synthetic validation images")
+    demo.add_argument("--demo-size", type=non_negative, help="image side in pixels")
+    return ap
+
+
+def _demo(a) -> int:
+    from solvers import backends
+    from solvers.demo import DemoConfig, run_demo
+
+    if a.weights or a.resume or a.stages:
+        raise FcnkitError("the demo trains from scratch in stages 32s,16s,8s: --weights, "
+                          "--resume and --stages need a model folder")
+    backends.resolve(a.backend)
+    overrides = {key: getattr(a, f"demo_{key}") for key in ("train", "val", "size")}
+    config = DemoConfig(**{k: v for k, v in overrides.items() if v is not None})
+    run_demo(Path(a.demo_dir or "demo"), config, backend=a.backend, gpu=a.gpu, iters=a.iters,
+             test_every=a.test_every, progress=not a.quiet)
+    return 0
+
+
+def _train(a) -> int:
+    from solvers import backends
+    from solvers.stages import parse_stages, run_stages, solver_file, stage_solvers
+    from solvers.train import read_solver_files
+
+    given = [f"--{k.replace('_', '-')}" for k in DEMO_ONLY if getattr(a, k) is not None]
+    if given:
+        raise FcnkitError(f"{', '.join(given)}: demo options, not used with a model folder")
+    if a.resume and (a.weights or a.stages):
+        raise FcnkitError("--resume continues one run: leave out --weights and --stages")
+    for option, path in (("--weights", a.weights), ("--resume", a.resume)):
+        if path and not Path(path).is_file():
+            raise FcnkitError(f"{option} {path}: no such file")
+    backends.resolve(a.backend)
+    if a.stages:
+        solvers = stage_solvers(a.model, parse_stages(a.stages))
+    else:
+        solvers = [solver_file(a.model)]
+        read_solver_files(solvers[0])
+    iters = a.iters
+    if iters is not None and len(iters) not in (1, len(solvers)):
+        raise FcnkitError(f"--iters: give one count or one per stage ({len(solvers)}), "
+                          f"got {len(iters)}")
+    if iters is not None and len(iters) == 1:
+        iters = iters[0]
+    options = dict(backend=a.backend, gpu=a.gpu, test_every=a.test_every,
+                   progress=not a.quiet)
+    if a.resume:
+        from solvers.train import train
+
+        results = [train(solvers[0], iters=iters, resume=a.resume, **options)]
+    else:
+        results = run_stages(solvers, weights=a.weights, iters=iters, **options)
+    for solver, r in zip(solvers, results):
+        score = f"mean IU {100 * r.mean_iu:.2f}" if r.scores else "not tested"
+        print(f"{solver.parent.name}: iter {r.iter} ({r.backend}, {r.seconds:.1f} s), {score}; "
+              f"weights {r.weights}; metrics {r.metrics_path}")
+    return 0
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    return _demo(a) if a.model is None else _train(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

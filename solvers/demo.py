@@ -1,0 +1,262 @@
+"""The demo `python solve.py` runs: the whole FCN workflow on synthetic data, on a CPU, in minutes.
+
+1. Synthetic shapes in VOC layout (solvers.data.synthetic) -> <out>/data.
+2. Width-scaled FCN-32s/16s/8s folders from netgen's synthetic preset -> <out>/models, adapted
+   for training from scratch: the data layers read the VOC-layout folder, convolutions get
+   MSRA fillers, the loss is normalised over valid pixels, the solver is Adam (the reference
+   recipes assume ImageNet weights and an unnormalised loss, which cannot start from zero).
+3. 32s -> 16s -> 8s staged training (solvers.stages), snapshots and metrics.jsonl per stage.
+4. Mean IU per stage against the background-only baseline, and prediction overlays of val
+   images -> <out>/overlays; a summary in <out>/summary.json.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from netgen.errors import FcnkitError
+from netgen.fileio import write_text_atomic
+from netgen.proto import caffe_pb2
+from netgen.schema import read_net, read_solver, to_prototxt
+
+from .data.base import VOC_MEAN
+from .data.readers import read_index_png, read_rgb
+from .score import fast_hist, metrics
+from .stages import SOLVER_FILE, run_stages
+from .train import TrainResult
+
+STAGES = ("32s", "16s", "8s")
+DATA_MODULE, DATA_LAYER = "solvers.data.layers", "VOCSegDataLayer"
+SCALED = "data_scaled"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes and recipe of the demo; the defaults learn clearly in a few minutes on 2 cores."""
+
+    train: int = 300          # synthetic training images
+    val: int = 50             # validation images (scored after each stage)
+    size: int = 64            # image side, pixels
+    classes: int = 5          # object classes (plus background)
+    width: float = 1 / 16     # VGG16 channel multiplier (conv1 4 ... fc6/fc7 256 channels)
+    iters: tuple[int, ...] = (1500, 500, 500)  # per stage 32s, 16s, 8s
+    base_lr: tuple[float, ...] = (1e-3, 1e-4, 1e-4)  # Adam rates per stage
+    batch: int = 1
+    overlays: int = 8         # val images rendered with predictions
+    input_scale: float = 1 / 64  # mean-subtracted pixels to roughly unit scale
+    seed: int = 0
+    threads: int = 1          # torch CPU threads: nets this small run fastest on one
+
+    def check(self) -> None:
+        if self.train < 1 or self.val < 1:
+            raise FcnkitError(f"demo needs at least one training and one val image, got "
+                              f"{self.train} and {self.val}")
+        if self.size < 16:
+            raise FcnkitError(f"demo image size must be >= 16 pixels, got {self.size}")
+        if self.threads < 1:
+            raise FcnkitError(f"demo threads must be >= 1, got {self.threads}")
+
+
+def _msra(layer: caffe_pb2.LayerParameter) -> None:
+    conv = layer.convolution_param
+    conv.weight_filler.CopyFrom(caffe_pb2.FillerParameter(type="msra"))
+    conv.bias_filler.CopyFrom(caffe_pb2.FillerParameter(type="constant", value=0))
+
+
+def adapt_net(net: caffe_pb2.NetParameter, split: str | None, config: DemoConfig,
+              data_dir: str) -> caffe_pb2.NetParameter:
+    """From-scratch version of a netgen net: VOC-layout data, the image scaled to about unit
+    range before conv1_1, MSRA trunk, normalised loss.
+
+    Scoring layers keep Caffe's default zero filler (as in the reference nets), and no
+    dropout: at this width it only slows learning.
+    """
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(net)
+    del out.layer[:]
+    for layer in net.layer:
+        if layer.type == "Dropout":
+            continue
+        layer = _copy_into(out, layer)
+        if layer.name == "conv1_1":
+            layer.bottom[0] = SCALED
+        if layer.type in ("Python", "Input"):
+            _copy_into(out, _input_scale(config.input_scale))
+        if layer.type == "Python":
+            layer.python_param.module, layer.python_param.layer = DATA_MODULE, DATA_LAYER
+            layer.python_param.param_str = repr({
+                "voc_dir": data_dir, "split": split, "mean": VOC_MEAN, "seed": config.seed,
+                "randomize": split == "train", "batch_size": config.batch if split == "train"
+                else 1})
+        elif layer.type == "Input":
+            for shape in layer.input_param.shape:
+                shape.dim[2:] = [config.size, config.size]
+        elif layer.type == "Convolution" and not layer.name.startswith("score"):
+            _msra(layer)
+        elif layer.type == "SoftmaxWithLoss":
+            layer.loss_param.ClearField("normalize")
+            layer.loss_param.normalization = caffe_pb2.LossParameter.VALID
+    return out
+
+
+def _input_scale(value: float) -> caffe_pb2.LayerParameter:
+    """A fixed Scale of the mean-subtracted image (Caffe's transform_param scale, as a layer)."""
+    layer = caffe_pb2.LayerParameter(name="data_scale", type="Scale", bottom=["data"],
+                                     top=[SCALED])
+    layer.scale_param.filler.CopyFrom(caffe_pb2.FillerParameter(type="constant", value=value))
+    layer.param.add(lr_mult=0, decay_mult=0)
+    return layer
+
+
+def _copy_into(net: caffe_pb2.NetParameter, layer: caffe_pb2.LayerParameter):
+    copy = net.layer.add()
+    copy.CopyFrom(layer)
+    return copy
+
+
+def adapt_solver(solver: caffe_pb2.SolverParameter, config: DemoConfig, iters: int,
+                 base_lr: float) -> caffe_pb2.SolverParameter:
+    """Adam at `base_lr`, a snapshot at the end, test_iter covering the val images."""
+    out = caffe_pb2.SolverParameter()
+    out.CopyFrom(solver)
+    out.type = "Adam"
+    out.base_lr = base_lr
+    out.momentum, out.momentum2, out.delta = 0.9, 0.999, 1e-8
+    out.lr_policy = "fixed"
+    out.weight_decay = 1e-5
+    out.iter_size = 1
+    out.max_iter = max(iters, 1)
+    out.snapshot = max(iters, 1)
+    out.display = 50
+    out.test_iter[:] = [config.val]
+    out.random_seed = config.seed
+    return out
+
+
+def make_models(out: Path, config: DemoConfig, iters: Sequence[int],
+                base_lr: Sequence[float]) -> list[Path]:
+    """netgen's synthetic FCN-32s/16s/8s, adapted (see adapt_net); returns the solver files."""
+    from netgen.writer import generate
+
+    solvers = []
+    for stage, n, lr in zip(STAGES, iters, base_lr):
+        folder = generate(f"synthetic-fcn{stage}", out, config.classes + 1, config.width)
+        note = (f"# fcnkit demo: netgen synthetic-fcn{stage} --width {config.width:g}, adapted by "
+                "solvers/demo.py for training from scratch\n")
+        for name, split in (("train", "train"), ("val", "val"), ("deploy", None)):
+            net = adapt_net(read_net(folder / f"{name}.prototxt"), split, config, "../../data")
+            write_text_atomic(folder / f"{name}.prototxt", note + to_prototxt(net))
+        solver = adapt_solver(read_solver(folder / SOLVER_FILE), config, n, lr)
+        write_text_atomic(folder / SOLVER_FILE, note + to_prototxt(solver))
+        solvers.append(folder / SOLVER_FILE)
+    return solvers
+
+
+def val_items(data: Path) -> list[str]:
+    return (data / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+
+
+def background_baseline(data: Path, n_classes: int) -> dict:
+    """Scores of predicting background (0) everywhere on the val split."""
+    hist = np.zeros((n_classes, n_classes), dtype=np.int64)
+    for name in val_items(data):
+        label = read_index_png(data / "SegmentationClass" / f"{name}.png")
+        hist += fast_hist(label, np.zeros_like(label), n_classes)
+    return metrics(hist)
+
+
+def write_overlays(data: Path, out: Path, deploy: Path, weights: Path, backend: str,
+                   gpu: int | None, count: int, names: Sequence[str]) -> list[Path]:
+    """Predictions of the first `count` val images: label PNGs and overlays with a legend."""
+    from .predict import Predictor, save_prediction
+
+    predictor = Predictor(deploy, weights, "caffe" if backend == "caffe" else "torch", gpu)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name in val_items(data)[:count]:
+        rgb = read_rgb(data / "JPEGImages" / f"{name}.jpg")
+        files.append(save_prediction(out, name, rgb, predictor.labels(rgb, VOC_MEAN),
+                                     list(names))[1])
+    return files
+
+
+def _table(rows: list[tuple[str, str, str, float, float]]) -> str:
+    lines = [f"{'':<22}{'iters':>7}{'time':>9}{'mean IU':>9}{'pixel acc':>11}"]
+    lines += [f"{name:<22}{iters:>7}{secs:>9}{100 * iu:>9.2f}{100 * acc:>11.2f}"
+              for name, iters, secs, iu, acc in rows]
+    return "\n".join(lines)
+
+
+def run_demo(out: Path, config: DemoConfig = DemoConfig(), *, backend: str = "auto",
+             gpu: int | None = None, iters: Sequence[int] | None = None,
+             test_every: int | None = None, progress: bool = True) -> dict:
+    """Run the demo into `out`; returns (and writes to summary.json) the figures it prints."""
+    from .backends import resolve
+
+    config.check()
+    counts = list(config.iters) if iters is None else list(iters)
+    if len(counts) == 1:
+        counts *= len(STAGES)
+    if len(counts) != len(STAGES):
+        raise FcnkitError(f"--iters: the demo has {len(STAGES)} stages; give one count or "
+                          f"{len(STAGES)}")
+    module = resolve(backend)
+    with _torch_threads(config.threads):
+        return _run(Path(out), config, module, gpu, counts, test_every, progress)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(out: Path, config: DemoConfig, module: ModuleType, gpu: int | None,
+         counts: list[int], test_every: int | None, progress: bool) -> dict:
+    from .data.classes import class_names
+    from .data.synthetic import make_synthetic_voc
+
+    start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    data = make_synthetic_voc(out / "data", config.train, config.val,
+                              (config.size, config.size), config.classes, config.seed)
+    solvers = make_models(out / "models", config, counts, config.base_lr)
+    n_classes = config.classes + 1
+    baseline = background_baseline(data, n_classes)
+    results: list[TrainResult] = run_stages(
+        solvers, iters=counts, backend=module.NAME, gpu=gpu, progress=progress,
+        test_every=test_every, labels=[f"fcn{s}" for s in STAGES])
+    names = class_names("synthetic", n_classes)
+    overlays = write_overlays(data, out / "overlays", solvers[-1].parent / "deploy.prototxt",
+                              results[-1].weights, module.NAME, gpu, config.overlays, names)
+    rows = [("background only", "", "", baseline["mean_iu"], baseline["pixel_acc"])]
+    rows += [(f"FCN-{s}", str(r.iter), f"{r.seconds:.0f} s", r.mean_iu,
+              next(iter(r.scores.values()))["pixel_acc"] if r.scores else float("nan"))
+             for s, r in zip(STAGES, results)]
+    summary = {
+        "config": asdict(config), "backend": module.NAME, "seconds": time.perf_counter() - start,
+        "baseline_mean_iu": baseline["mean_iu"],
+        "stages": [{"stage": s, "iter": r.iter, "seconds": r.seconds, "mean_iu": r.mean_iu,
+                    "weights": str(r.weights), "metrics": str(r.metrics_path)}
+                   for s, r in zip(STAGES, results)],
+        "overlays": [str(p) for p in overlays],
+    }
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    print(f"\nfcnkit demo ({module.NAME} backend, {summary['seconds']:.0f} s) on {config.val} "
+          f"synthetic val images, {n_classes} classes:")
+    print(_table(rows))
+    print(f"snapshots and metrics.jsonl: {out / 'models'}/*/snapshot; overlays: {out / 'overlays'}")
+    return summary

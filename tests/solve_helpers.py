@@ -1,0 +1,54 @@
+"""Shared helpers for the solve/infer tests: tiny synthetic data, tiny trainable FCN folders."""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from solvers.demo import DemoConfig, make_models
+from solvers.data.synthetic import make_synthetic_voc
+from surgery.caffemodel import load_weights
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = DemoConfig(train=4, val=2, size=32, overlays=2)
+
+
+def tiny_models(folder: Path, iters: Sequence[int] = (2, 2, 2), config: DemoConfig = TINY,
+                ) -> list[Path]:
+    """Synthetic VOC-layout data in folder/data and the demo's from-scratch FCN-32s/16s/8s
+    (width 1/16, 32x32 images) in folder/models; returns the three solver files."""
+    make_synthetic_voc(folder / "data", config.train, config.val, (config.size, config.size),
+                       config.classes, config.seed)
+    return make_models(folder / "models", config, iters, config.base_lr)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Tiny nets run several times faster on one torch thread (and the suite runs in parallel)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_script(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run one of the repository's top-level scripts the way a user does."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def weights(path: Path) -> dict[str, list[np.ndarray]]:
+    return {k: [np.array(a) for a in v] for k, v in load_weights(path).items()}
+
+
+def files_under(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*")}
