@@ -54,6 +54,11 @@ CASES = {
         layer { name: "p" type: "Pooling" bottom: "c" top: "out" pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 } }''',
     "pool_ave_padded": '''layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 3 kernel_size: 1 } }
         layer { name: "p" type: "Pooling" bottom: "c" top: "out" pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 } }''',
+    # pad above half the kernel: the padded-copy path rather than torch's own padding
+    "pool_explicit_pad": '''layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 3 kernel_size: 1 } }
+        layer { name: "p" type: "Pooling" bottom: "c" top: "p" pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 2 } }
+        layer { name: "q" type: "Pooling" bottom: "c" top: "q" pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 2 } }
+        layer { name: "out" type: "Eltwise" bottom: "p" bottom: "q" top: "out" eltwise_param { operation: PROD } }''',
     "eltwise": '''layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 4 kernel_size: 1 } }
         layer { name: "sum" type: "Eltwise" bottom: "data" bottom: "c" top: "sum" eltwise_param { coeff: 0.5 coeff: -1.5 } }
         layer { name: "prod" type: "Eltwise" bottom: "sum" bottom: "c" top: "prod" eltwise_param { operation: PROD } }

@@ -99,6 +99,34 @@ def test_in_place_blob_holds_last_value_and_first_gradient():
     assert (diff[pre.numpy() <= 0] == 0).all() and diff[pre.numpy() > 0].any()
 
 
+IN_PLACE = DATA + LABEL + '''
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "score" type: "Convolution" bottom: "conv1" top: "score" convolution_param { num_output: 3 kernel_size: 1 } }
+layer { name: "side" type: "Convolution" bottom: "score" top: "side" loss_weight: 0.1 convolution_param { num_output: 2 kernel_size: 1 } }
+layer { name: "relu2" type: "ReLU" bottom: "score" top: "score" relu_param { negative_slope: 0.1 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss" }
+'''
+
+
+def test_in_place_relu_overwrites_only_when_safe():
+    """conv -> in-place ReLU reuses the conv output, as Caffe does; a value another layer
+    also reads (score, read by side) is not overwritten. Gradients agree either way."""
+    net = make(IN_PLACE)
+    assert {l.name: l.impl.in_place for l in net.layers if l.type == "ReLU"} == \
+        {"relu1": True, "relu2": False}
+    results = []
+    for retain in (False, True):          # retained blob diffs turn overwriting off
+        net = make(IN_PLACE)
+        randomize(net, seed=9)
+        feed(net, seed=10)
+        net.retain_blob_diffs = retain
+        loss = net.forward_backward()
+        results.append([loss] + [p.diff.copy() for p in net.learnable_params()])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
 def test_blob_consumed_twice_sums_gradients_like_split():
     text = DATA + '''
 layer { name: "a" type: "Scale" bottom: "data" top: "a" scale_param { num_axes: 0 } }

@@ -35,6 +35,10 @@ from .layers import LAYERS, BuildContext, Layer, Run
 from .state import filter_net, make_state
 
 AMP_DTYPES = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Layers whose top is a fresh tensor that their own backward does not read: an in-place
+# layer after one of them may overwrite that top.
+FRESH_TOP = frozenset({"Convolution", "Deconvolution", "InnerProduct", "Scale", "Bias",
+                       "BatchNorm"})
 HALF = (torch.float16, torch.bfloat16)
 
 
@@ -158,6 +162,29 @@ class Net:
                 self.layers.append(rec)
         self._set_blobs(env)
         self.outputs = list(available)
+        self._mark_in_place()
+
+    def _mark_in_place(self) -> None:
+        """Let an in-place layer (top named like its bottom) overwrite the bottom tensor when
+        that is safe under autograd: the bottom was just produced by a FRESH_TOP layer, no
+        other layer reads that value, and it is not a net output."""
+        readers: dict[tuple[int, str], int] = {}
+        writer: dict[str, int] = {}
+        for i, rec in enumerate(self.layers):
+            for b in rec.bottoms:
+                key = (writer.get(b, -1), b)
+                readers[key] = readers.get(key, 0) + 1
+            for t in rec.tops:
+                writer[t] = i
+        writer = {}
+        for i, rec in enumerate(self.layers):
+            if rec.type == "ReLU" and rec.tops == rec.bottoms:
+                b = rec.bottoms[0]
+                src = writer.get(b, -1)
+                rec.impl.in_place = (src >= 0 and self.layers[src].type in FRESH_TOP
+                                     and readers[(src, b)] == 1)
+            for t in rec.tops:
+                writer[t] = i
 
     def _make_record(self, lp, ctx: BuildContext, available: list[str]) -> LayerRecord:
         cls = LAYERS.get(lp.type)
@@ -258,7 +285,8 @@ class Net:
 
     # ---------------------------------------------------------------- running
     def _run_spec(self, meta: bool) -> Run:
-        return Run(meta=meta, train=self.phase == "TRAIN", device=self.device, dtype=self.dtype)
+        return Run(meta=meta, train=self.phase == "TRAIN", device=self.device, dtype=self.dtype,
+                   overwrite=not meta and not self.retain_blob_diffs)
 
     def _param_tensors(self, rec: LayerRecord, meta: bool = False) -> list[torch.Tensor]:
         out = []
@@ -274,6 +302,7 @@ class Net:
 
     def _run(self, meta: bool) -> torch.Tensor:
         """One pass over all layers; returns the objective (a float32 scalar tensor)."""
+        self._release()
         run = self._run_spec(meta)
         env: dict[str, torch.Tensor] = {}
         first: dict[str, torch.Tensor] = {}
@@ -295,12 +324,23 @@ class Net:
                         for t in tops]
             for name, t, w in zip(rec.tops, tops, rec.loss_weights):
                 env[name] = t
-                first.setdefault(name, t)
+                if self.retain_blob_diffs:   # Caffe's diff of an in-place blob: its first value's
+                    first.setdefault(name, t)
                 if w:
                     objective = objective + w * t.to(self._objective_dtype).sum()
         self._set_blobs(env)
         self._first = first
         return objective
+
+    def _release(self) -> None:
+        """Drop the previous pass's activations and graph before computing new ones, so a
+        training loop never holds two iterations' worth of activations."""
+        self._objective = None
+        self._first = {}
+        for blob in self.blobs.values():
+            if not blob.host:
+                blob.tensor = blob.tensor.to("meta")
+                blob._diff = None
 
     @property
     def _objective_dtype(self) -> torch.dtype:
@@ -333,7 +373,6 @@ class Net:
         force_backward, or retain_blob_diffs is on; otherwise the pass runs under no_grad.
         """
         self._set_inputs(inputs)
-        self._objective = None
         if self._records_graph():
             self._objective = self._run(meta=False)
         else:

@@ -41,6 +41,7 @@ class Run:
     train: bool
     device: torch.device
     dtype: torch.dtype
+    overwrite: bool = False   # layers marked in_place may overwrite their bottom this pass
 
 
 @dataclass
@@ -81,6 +82,9 @@ class Layer:
     tops: ClassVar[tuple[int, int | None]] = (1, 1)
     is_loss: ClassVar[bool] = False     # top 0 weighs 1 in the objective; runs in float32
     host_tops: ClassVar[bool] = False   # tops are host blobs the layer writes (data layers)
+    # set by the Net when the prototxt computes this layer in place and nothing else needs
+    # the bottom's value (see Net._mark_in_place); honoured when run.overwrite is on
+    in_place: bool = False
 
     def __init__(self, lp, ctx: BuildContext):
         self.lp = lp

@@ -212,7 +212,7 @@ class Reshape(Layer):
             raise self.error(f"axis {p.axis} + num_axes {p.num_axes} exceeds the bottom's axes")
         for i, d in enumerate(dims):
             if d == 0:
-                if start + i >= end:
+                if start + i >= x.dim():
                     raise self.error(f"shape dim {i} is 0 but there is no bottom axis to copy")
                 dims[i] = x.shape[start + i]
         new = list(x.shape[:start]) + dims + list(x.shape[end:])

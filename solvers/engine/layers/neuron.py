@@ -9,13 +9,15 @@ from .base import ENGINE, Layer, register
 
 @register
 class ReLU(Layer):
-    """max(x, 0) + negative_slope * min(x, 0)."""
+    """max(x, 0) + negative_slope * min(x, 0); overwrites its bottom when marked in_place."""
     type = "ReLU"
     fields = {"relu_param": frozenset({"negative_slope", ENGINE})}
 
     def forward(self, bottoms, params, run):
         slope = self.lp.relu_param.negative_slope
         x = bottoms[0]
+        if self.in_place and run.overwrite:   # as Caffe: the bottom's memory is reused
+            return [F.leaky_relu_(x, slope) if slope else F.relu_(x)]
         return [F.leaky_relu(x, slope) if slope else F.relu(x)]
 
 

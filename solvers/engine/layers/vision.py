@@ -168,19 +168,42 @@ class Pooling(Layer):
                     for n, k, p, s in zip(size, kernel, self.pad, self.stride))
         if min(out) <= 0:
             raise self.error(f"input {size} is smaller than the pooling window {kernel}")
-        # pad (or crop) so that plain, unpadded pooling makes exactly `out` windows
-        extra = [(o - 1) * s + k - n - p for o, s, k, n, p in zip(out, self.stride, kernel, size, self.pad)]
-        spec = (self.pad[1], extra[1], self.pad[0], extra[0])
+        windows = (x.shape, kernel, self.pad, self.stride, self.ceil)
         if self.method == "MAX":
-            xp = F.pad(x, spec, value=-math.inf)
-            y = F.max_pool2d(xp, kernel, self.stride)
+            if _torch_agrees(*windows, out):
+                return [F.max_pool2d(x, kernel, self.stride, self.pad, ceil_mode=self.ceil)]
+            y = F.max_pool2d(_padded(x, *windows, out, -math.inf), kernel, self.stride)
             empty = any((o - 1) * s - p >= n for o, s, p, n in zip(out, self.stride, self.pad, size))
             return [y.clamp_min(-FLT_MAX) if empty else y]
-        xp = F.pad(x, spec)
-        sums = F.avg_pool2d(xp, kernel, self.stride, divisor_override=1)
+        if _torch_agrees(*windows, out):
+            sums = F.avg_pool2d(x, kernel, self.stride, self.pad, ceil_mode=self.ceil,
+                                divisor_override=1)
+        else:
+            sums = F.avg_pool2d(_padded(x, *windows, out, 0.0), kernel, self.stride,
+                                divisor_override=1)
         dh, dw = (torch.tensor(ave_divisor(n, k, p, s, o), dtype=x.dtype, device=x.device)
                   for n, k, p, s, o in zip(size, kernel, self.pad, self.stride, out))
         return [sums / (dh[:, None] * dw[None, :])]
+
+
+def _torch_agrees(shape, kernel, pad, stride, ceil, out) -> bool:
+    """Whether torch's own padded pooling makes Caffe's windows: same count (torch drops a
+    last window starting in the padding even when pad is 0, Caffe only when pad > 0), and a
+    pad torch accepts (at most half the kernel). Then no padded copy of the input is needed."""
+    for n, k, p, s, o in zip(shape[2:], kernel, pad, stride, out):
+        span = n + 2 * p - k
+        t = (-(-span // s) if ceil else span // s) + 1
+        if ceil and (t - 1) * s >= n + p:
+            t -= 1
+        if t != o or 2 * p > k:
+            return False
+    return True
+
+
+def _padded(x, shape, kernel, pad, stride, ceil, out, value: float) -> torch.Tensor:
+    """`x` padded (or cropped) so that unpadded pooling makes exactly Caffe's `out` windows."""
+    extra = [(o - 1) * s + k - n - p for o, s, k, n, p in zip(out, stride, kernel, shape[2:], pad)]
+    return F.pad(x, (pad[1], extra[1], pad[0], extra[0]), value=value)
 
 
 @register
@@ -227,8 +250,8 @@ class Crop(Layer):
     def forward(self, bottoms, params, run):
         x, like = bottoms
         p = self.lp.crop_param
-        if x.dim() != like.dim():
-            raise self.error(f"bottoms have {x.dim()} and {like.dim()} axes")
+        if like.dim() < x.dim():
+            raise self.error(f"bottom 1 has {like.dim()} axes, fewer than bottom 0's {x.dim()}")
         axis = self.axis(p.axis, x.dim())
         n = x.dim() - axis
         if len(p.offset) not in (0, 1, n):
