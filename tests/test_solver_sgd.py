@@ -9,7 +9,8 @@ import torch
 
 from netgen.errors import FcnkitError
 from netgen.schema import to_prototxt
-from solver_helpers import batches, linear_net_text, net_param, np_train, solver_param
+from solver_helpers import (batches, linear_grads, linear_net_text, net_param, np_train,
+                            solver_param)
 from solvers.engine.solver import Solver
 
 BASE = 'base_lr: 0.05 lr_policy: "fixed" max_iter: 6 snapshot_after_train: false '
@@ -117,7 +118,6 @@ def test_test_nets_share_weights_and_average_outputs():
         it + 1, [p.data.astype(np.float64) for p in solver.net.learnable_params()]),
         on_test=lambda it, net_id, scores: tests.append((it, net_id, float(scores["loss"]))))
     assert [t[:2] for t in tests] == [(0, 0), (2, 0), (4, 0)]
-    from solver_helpers import linear_grads
     test_data = data_stream()
     for it, _, mean in tests:
         expected = np.mean([linear_grads(weights[it], *next(test_data))[0] for _ in range(2)])

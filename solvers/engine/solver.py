@@ -42,9 +42,10 @@ import numpy as np
 import torch
 
 from netgen.errors import FcnkitError
+from netgen.proto import caffe_pb2
 
 from .lr_policy import learning_rate
-from .net import Net
+from .net import AMP_DTYPES, Net
 from .replicas import Replicas
 from .signals import NONE, SNAPSHOT, STOP, Requests
 from .snapshot import (SolverState, check_history_shapes, read_solverstate, snapshot_filename,
@@ -102,10 +103,13 @@ class Solver:
     requested_early_exit, rank / world_size.
     """
 
-    def __init__(self, solver, *, device: str | torch.device = "cpu",
+    def __init__(self, solver: caffe_pb2.SolverParameter | str | os.PathLike, *,
+                 device: str | torch.device = "cpu",
                  weights: WeightsSource | Sequence[WeightsSource] | None = None,
-                 train_net_param=None, amp: str | None = None,
-                 allow_python_modules: bool = False):
+                 train_net_param: caffe_pb2.NetParameter | None = None,
+                 amp: str | None = None, allow_python_modules: bool = False):
+        if amp not in AMP_DTYPES:
+            raise FcnkitError(f"amp must be 'bf16', 'fp16' or None, got {amp!r}")
         self.replicas = Replicas()
         setup = load_solver(solver, train_net_param=train_net_param, root=self.replicas.root)
         self.param = setup.param
@@ -456,9 +460,11 @@ def _as_list(weights) -> list:
 
 
 def _all_finite(tensors: Sequence[torch.Tensor]) -> bool:
+    """One reduction: any inf/NaN makes the total non-finite (finite values overflowing
+    float32's 3e38 would be a divergence too). A float64 sum costs ~6x more on CPU."""
     if not tensors:
         return True
-    return bool(torch.isfinite(torch.stack([t.sum(dtype=torch.float64) for t in tensors]).sum()))
+    return bool(torch.isfinite(torch.stack([t.sum() for t in tensors]).sum()))
 
 
 def _weighted_loss(net: Net) -> float:
