@@ -21,7 +21,7 @@ setup(
         "tqdm>=4.60",
         "torch>=2.1",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "grpcio-tools>=1.60"]},
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "grpcio-tools>=1.60"]},
     entry_points={
         "console_scripts": [
             "fcnkit-netgen=netgen.cli:main",
