@@ -106,8 +106,9 @@ def test_smoothed_loss_is_caffes_running_mean():
         assert lr == pytest.approx(0.05)
 
 
-def test_test_nets_share_weights_and_average_outputs():
-    sp = solver_param(BASE, "momentum: 0.9 test_iter: 2 test_interval: 2")
+def test_test_nets_share_weights_and_average_outputs(caplog):
+    caplog.set_level("INFO", logger="solvers.engine.solver")
+    sp = solver_param(BASE, "momentum: 0.9 test_iter: 2 test_interval: 2 test_compute_loss: true")
     sp.net_param.CopyFrom(net_param(linear_net_text()))
     torch.manual_seed(0)
     solver = Solver(sp, allow_python_modules=True)
@@ -122,6 +123,9 @@ def test_test_nets_share_weights_and_average_outputs():
     for it, _, mean in tests:
         expected = np.mean([linear_grads(weights[it], *next(test_data))[0] for _ in range(2)])
         assert mean == pytest.approx(expected, rel=1e-5)
+    logged = [float(r.getMessage().split()[-1]) for r in caplog.records
+              if r.getMessage().startswith("Test loss:")]
+    assert logged == pytest.approx([t[2] for t in tests], rel=1e-5)  # test_compute_loss
 
 
 def test_solver_file_paths_are_relative_to_its_folder(tmp_path, monkeypatch):
@@ -174,3 +178,10 @@ def test_weights_argument_loads_into_train_net(tmp_path):
     c = Solver(c_param, weights=str(tmp_path / "w.caffemodel"), allow_python_modules=True)
     for pa, pc in zip(a.net.learnable_params(), c.net.learnable_params()):
         np.testing.assert_array_equal(pa.data, pc.data)
+    # the solver's own `weights` field, relative to the solver file
+    c_param.weights.append("w.caffemodel")
+    (tmp_path / "solver.prototxt").write_text(to_prototxt(c_param))
+    torch.manual_seed(4)
+    d = Solver(tmp_path / "solver.prototxt", allow_python_modules=True)
+    for pa, pd in zip(a.net.learnable_params(), d.net.learnable_params()):
+        np.testing.assert_array_equal(pa.data, pd.data)
