@@ -425,3 +425,17 @@ def test_bad_constructor_arguments():
         make(phase="train")
     with pytest.raises(FcnkitError, match="amp must be"):
         make(amp="int8")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    cpu, gpu = make(), make(device="cuda")
+    randomize(cpu, seed=11)
+    gpu.copy_from(cpu.to_weights())
+    for net in (cpu, gpu):
+        feed(net, seed=12)
+    assert gpu.forward_backward() == pytest.approx(cpu.forward_backward(), rel=1e-4)
+    assert gpu.blobs["data"].tensor.device.type == "cpu"        # inputs stay host blobs
+    assert gpu.blobs["score"].tensor.device.type == "cuda"
+    for a, b in zip(cpu.learnable_params(), gpu.learnable_params()):
+        np.testing.assert_allclose(b.diff, a.diff, rtol=1e-3, atol=1e-5)

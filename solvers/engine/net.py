@@ -99,6 +99,14 @@ class Net:
     Net(net_param | path, phase="TRAIN"|"TEST", *, weights=None, device="cpu", stages=(),
         level=0, allow_python_modules=False, dtype=torch.float32, amp=None)
 
+    phase, level and stages make the NetState that picks layers (a `state` inside net_param
+    is replaced, as Caffe's Net(file, phase, level, stages) does). weights: a .caffemodel /
+    .h5 path or a Weights mapping, copied in by layer name. device: "cpu", "cuda", "cuda:N".
+    dtype: float32, or float64 (gradient checks). amp: None, "bf16" or "fp16" autocast.
+    Python layers resolve to fcnkit's data layers; any other module is imported only with
+    allow_python_modules=True. Initial weights come from the fillers (seeded from torch's RNG,
+    so torch.manual_seed reproduces them) unless the prototxt carries blobs.
+
     Attributes (pycaffe names):
       blobs   OrderedDict name -> Blob, in creation order.
       params  OrderedDict layer name -> list[Param], layers with learnable blobs only;
@@ -165,9 +173,9 @@ class Net:
         self._mark_in_place()
 
     def _mark_in_place(self) -> None:
-        """Let an in-place layer (top named like its bottom) overwrite the bottom tensor when
-        that is safe under autograd: the bottom was just produced by a FRESH_TOP layer, no
-        other layer reads that value, and it is not a net output."""
+        """Let an in-place ReLU (top named like its bottom) overwrite the bottom tensor when
+        that is safe under autograd: the bottom was just produced by a FRESH_TOP layer and no
+        other layer reads that value."""
         readers: dict[tuple[int, str], int] = {}
         writer: dict[str, int] = {}
         for i, rec in enumerate(self.layers):
@@ -235,8 +243,8 @@ class Net:
             value = self._initial_value(lp, i, init, where, self._rng)
             param = Param(value.to(device=self.device, dtype=self.dtype), name=spec.name,
                           owner=(rec.name, i), lr_mult=lr_mult, decay_mult=spec.decay_mult)
-            if spec.name:
-                shared[spec.name] = (param, spec)
+            if spec.name:   # a copy: merging multipliers must not edit the net definition
+                shared[spec.name] = (param, caffe_pb2.ParamSpec.FromString(spec.SerializeToString()))
             rec.params.append(param)
         if rec.params:
             self.params[rec.name] = rec.params
