@@ -68,3 +68,29 @@ def test_sighup_snapshots_sigint_snapshots_and_stops(tmp_path):
     state = caffe_pb2.SolverState.FromString((tmp_path / f"snap_iter_{n}.solverstate").read_bytes())
     assert state.iter == n and len(state.history) == 4
     assert set(load_weights(tmp_path / f"snap_iter_{n}.caffemodel")) == {"ip1", "ip2"}
+
+
+def test_step_driven_by_the_caller_stops_between_iterations():
+    """handling_signals() for callers looping over step(1): SIGINT ends the loop after the
+    iteration under way; a second SIGINT (say, during the final snapshot) aborts at once."""
+    import torch
+
+    from solver_helpers import net_param, solver_param
+    from solvers.engine.solver import Solver
+
+    sp = solver_param('base_lr: 0.01 lr_policy: "fixed" max_iter: 100 snapshot_after_train: false')
+    sp.train_net_param.CopyFrom(net_param(linear_net_text()))
+    torch.manual_seed(0)
+    solver = Solver(sp, allow_python_modules=True)
+    previous = signal.getsignal(signal.SIGINT)
+    with solver.handling_signals():
+        for i in range(10):
+            if i == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+            solver.step(1)
+            if solver.requested_early_exit:
+                break
+        assert (solver.iter, solver.requested_early_exit) == (4, True)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is previous

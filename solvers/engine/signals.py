@@ -4,8 +4,8 @@ A signal only records a request; the solver acts on it between iterations (and b
 batches), so weights are never snapshotted half-updated. Effects: "stop" (finish the
 iteration, then stop; Solve's snapshot_after_train then writes a snapshot), "snapshot"
 (snapshot and go on), "none". Caffe's defaults: SIGINT stops, SIGHUP snapshots. A second
-SIGINT while a stop is pending raises KeyboardInterrupt for a hard abort (snapshots are written
-atomically, so the previous one stays whole).
+SIGINT once a stop was requested (e.g. while the final snapshot is written) raises
+KeyboardInterrupt for a hard abort (snapshots are written atomically: the previous stays whole).
 """
 from __future__ import annotations
 

@@ -170,6 +170,12 @@ class Solver:
         """Ask for "snapshot" or "stop" after the current iteration (as a signal would)."""
         self._requests.request(action)
 
+    def handling_signals(self, sigint_effect: str = "stop", sighup_effect: str = "snapshot"):
+        """Context manager routing SIGINT/SIGHUP to requests, for callers that drive step()
+        themselves (solve() does this on its own): after a stop, step() returns with
+        requested_early_exit set, between iterations, never mid-update."""
+        return self._requests.handling_signals(sigint_effect, sighup_effect)
+
     def solve(self, resume: str | os.PathLike | None = None, *,
               callback: IterCallback | None = None, on_test: TestCallback | None = None,
               sigint_effect: str = "stop", sighup_effect: str = "snapshot") -> None:
@@ -183,7 +189,7 @@ class Solver:
             self.restore(resume)
         log.info("Solving %s, learning rate policy: %s", self.net.net_param.name,
                  self.param.lr_policy)
-        with self._requests.handling_signals(sigint_effect, sighup_effect):
+        with self.handling_signals(sigint_effect, sighup_effect):
             start_iter = self.iter
             self.step(self.param.max_iter - self.iter, callback=callback, on_test=on_test)
             if self.replicas.root and self.param.snapshot_after_train and (
