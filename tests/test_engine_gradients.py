@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from engine_helpers import double, net_param, randomize
 from solvers.engine import Net

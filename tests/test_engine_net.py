@@ -357,6 +357,23 @@ layer { name: "loss" type: "EuclideanLoss" bottom: "m" bottom: "data" top: "loss
     np.testing.assert_allclose(net.blobs["data"].diff, 1.5 * x * (2.5 - 1) / 2, rtol=1e-12)
 
 
+def test_python_sink_layer_without_tops():
+    import engine_pylayer
+    text = DATA + '''layer { name: "rec" type: "Python" bottom: "data"
+  python_param { module: "engine_pylayer" layer: "Record" } }'''
+    net = make(text, allow_python_modules=True)
+    x = np.random.default_rng(6).normal(size=(2, 3, 6, 5)).astype(np.float32)
+    assert net.forward(data=x) == {}
+    assert engine_pylayer.Record.seen[-1] == pytest.approx(float(x.sum()), rel=1e-5)
+
+
+def test_data_layer_errors_name_the_layer():
+    text = '''layer { name: "feed" type: "Python" top: "data" top: "label"
+  python_param { module: "solvers.data.layers" layer: "SyntheticSegDataLayer" param_str: "{'n_classes': 0}" } }'''
+    with pytest.raises(FcnkitError, match="layer 'feed' \\(Python\\): .*n_classes"):
+        make(text)
+
+
 def test_python_layer_failure_names_layer():
     text = DATA + '''layer { name: "m" type: "Python" bottom: "data" top: "m"
   python_param { module: "engine_pylayer" layer: "Broken" } }'''

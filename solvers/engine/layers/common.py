@@ -73,9 +73,8 @@ class Eltwise(Layer):
             raise self.error(f"bottom shapes differ: {[tuple(b.shape) for b in bottoms]}")
         if self.op == 0:
             return [math.prod(bottoms[1:], start=bottoms[0])]
-        if self.op == 2:
-            return [torch.stack(bottoms).amax(dim=0) if run.meta else
-                    torch.stack(bottoms).max(dim=0).values]
+        if self.op == 2:   # ties: the first bottom gets the gradient, as in Caffe
+            return [torch.stack(bottoms).max(dim=0).values]
         out = bottoms[0] * self.coeff[0] if self.coeff[0] != 1 else bottoms[0]
         for b, c in zip(bottoms[1:], self.coeff[1:]):
             out = out + (b * c if c != 1 else b)

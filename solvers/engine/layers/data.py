@@ -106,15 +106,13 @@ class DummyData(Layer):
 def _resolve_python(layer: Layer, module: str, name: str) -> type:
     """The class for python_param {module, layer}: fcnkit's data layers first; other modules
     only when the caller allows importing arbitrary code."""
-    try:
-        from solvers.data.layers import DATA_LAYERS
-    except ImportError:  # data layers package not available in this checkout
-        DATA_LAYERS = {}
+    from solvers.data.layers import DATA_LAYERS   # imported on first use: it pulls in readers
+
     if f"{module}.{name}" in DATA_LAYERS:
         return DATA_LAYERS[f"{module}.{name}"]
     if not layer.ctx.allow_python_modules:
         raise layer.error(f"python_param {module}.{name} is not one of fcnkit's data layers "
-                          f"({', '.join(sorted(DATA_LAYERS)) or 'none available'}); "
+                          f"({', '.join(sorted(DATA_LAYERS))}); "
                           "pass allow_python_modules=True to import arbitrary modules")
     try:
         return getattr(importlib.import_module(module), name)
@@ -127,11 +125,7 @@ class _PythonFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, impl: "Python", *xs):
-        for blob, x in zip(impl.bottom_blobs, xs):
-            blob.reshape(*x.shape)
-            blob.data = x.detach().cpu().numpy()
-        impl._call("reshape", impl.bottom_blobs, impl.top_blobs)
-        impl._call("forward", impl.bottom_blobs, impl.top_blobs)
+        impl.run_on_host(xs)
         ctx.impl, ctx.device = impl, xs[0].device
         return tuple(t.tensor.to(xs[0].device, copy=True) for t in impl.top_blobs)
 
@@ -182,8 +176,8 @@ class Python(Layer):
     def _call(self, what: str, *args) -> None:
         try:
             getattr(self.obj, what)(*args)
-        except FcnkitError:
-            raise
+        except FcnkitError as e:
+            raise self.error(str(e)) from None
         except Exception as e:
             raise self.error(f"{what}() failed: {type(e).__name__}: {e}") from e
 
@@ -207,4 +201,15 @@ class Python(Layer):
         if run.meta:
             self._call("reshape", self.bottom_blobs, self.top_blobs)
             return [t.tensor for t in self.top_blobs]
+        if not self.top_blobs:   # no tops: no gradient can flow back through the layer
+            self.run_on_host(bottoms)
+            return []
         return list(_PythonFunction.apply(self, *bottoms))
+
+    def run_on_host(self, xs) -> None:
+        """Copy the bottoms into the host blobs, then the layer's reshape() and forward()."""
+        for blob, x in zip(self.bottom_blobs, xs):
+            blob.reshape(*x.shape)
+            blob.data = x.detach().cpu().numpy()
+        self._call("reshape", self.bottom_blobs, self.top_blobs)
+        self._call("forward", self.bottom_blobs, self.top_blobs)
