@@ -216,6 +216,18 @@ def test_dropout_scales_kept_units_in_training_only():
     np.testing.assert_array_equal(single(layer, x.shape, phase="TEST").forward(data=x)["d"], x)
 
 
+
+def test_dropout_gradient_uses_the_forward_mask():
+    layer = ('layer { name: "d" type: "Dropout" bottom: "data" top: "d" loss_weight: 1 '
+             'dropout_param { dropout_ratio: 0.5 } }')
+    net = single(layer, (2, 3, 8, 8), phase="TRAIN")
+    net.retain_blob_diffs = True
+    net.blobs["data"].data[...] = np.random.default_rng(8).normal(size=(2, 3, 8, 8))
+    net.forward_backward()
+    kept = net.blobs["d"].data != 0
+    np.testing.assert_array_equal(net.blobs["data"].diff, np.where(kept, 2.0, 0.0))
+
+
 def test_dummy_data_fills():
     text = '''
 layer { name: "dd" type: "DummyData" top: "a" top: "b"
