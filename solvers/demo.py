@@ -42,12 +42,13 @@ class DemoConfig:
     """Sizes and recipe of the demo; the defaults learn clearly in a few minutes on 2 cores."""
 
     train: int = 300          # synthetic training images
-    val: int = 50             # validation images (scored after each stage)
-    size: int = 64            # image side, pixels
+    val: int = 50             # validation images
+    size: int = 128           # image side, pixels (at 64 a stride-32 net sees a 2x2 grid)
     classes: int = 5          # object classes (plus background)
     width: float = 1 / 16     # VGG16 channel multiplier (conv1 4 ... fc6/fc7 256 channels)
-    iters: tuple[int, ...] = (1500, 500, 500)  # per stage 32s, 16s, 8s
-    base_lr: tuple[float, ...] = (1e-3, 1e-4, 1e-4)  # Adam rates per stage
+    iters: tuple[int, ...] = (1500, 750, 750)  # per stage 32s, 16s, 8s
+    base_lr: tuple[float, ...] = (1e-3, 1e-3, 1e-3)  # Adam rates per stage
+    test_every: int = 250     # val scoring interval (and at the end of each stage)
     batch: int = 1
     overlays: int = 8         # val images rendered with predictions
     input_scale: float = 1 / 64  # mean-subtracted pixels to roughly unit scale
@@ -238,7 +239,8 @@ def _run(out: Path, config: DemoConfig, module: ModuleType, gpu: int | None,
     baseline = background_baseline(data, n_classes)
     results: list[TrainResult] = run_stages(
         solvers, iters=counts, backend=module.NAME, gpu=gpu, progress=progress,
-        test_every=test_every, labels=[f"fcn{s}" for s in STAGES])
+        test_every=config.test_every if test_every is None else test_every,
+        labels=[f"fcn{s}" for s in STAGES])
     names = class_names("synthetic", n_classes)
     overlays = write_overlays(data, out / "overlays", solvers[-1].parent / "deploy.prototxt",
                               results[-1].weights, module.NAME, gpu, config.overlays, names)

@@ -315,7 +315,7 @@ def train(solver_path: str | os.PathLike, *, backend: str = "auto",
     gpu: GPU index; None trains on the CPU.
     iters: iterations to run now (default: up to the solver's max_iter).
     test_every: score the test net every N iterations (default: at the solver's snapshot
-      interval); it is always scored at the end; 0 turns testing off.
+      interval) and at the end; 0 turns testing off.
     resume: a .solverstate to continue from (weights and bilinear init are then skipped).
     log_path: metrics JSON lines (default: metrics.jsonl beside the snapshots).
     stage: label written into every metrics record (multi-stage training).
@@ -342,6 +342,25 @@ def train(solver_path: str | os.PathLike, *, backend: str = "auto",
                       MetricsLog(log_file), stage, progress)
 
 
+@contextlib.contextmanager
+def _snapshot_on_interrupt(solver: Any) -> Iterator[None]:
+    """Ctrl-C stops training with a snapshot to resume from (Caffe's SIGINT "stop" effect).
+
+    The engine turns the signal into a request honoured between iterations (so the weights
+    are never half-updated); pycaffe returns to Python between steps, where it arrives as
+    KeyboardInterrupt.
+    """
+    signals = getattr(solver, "handling_signals", None)
+    with signals() if signals else contextlib.nullcontext():
+        try:
+            yield
+        except KeyboardInterrupt:
+            tqdm.write(f"interrupted at iteration {solver.iter}: writing a snapshot to resume "
+                       "from")
+            solver.snapshot()
+            raise
+
+
 def _train(files: SolverFiles, module: ModuleType, weights: Path | None, resume: Path | None,
            gpu: int | None, iters: int | None, test_every: int | None, log: MetricsLog,
            stage: str | None, progress: bool) -> TrainResult:
@@ -355,10 +374,9 @@ def _train(files: SolverFiles, module: ModuleType, weights: Path | None, resume:
     start = int(solver.iter)
     todo = max(param.max_iter - start, 0) if iters is None else iters
     end = start + todo
-    if test_every is None:
-        test_every = param.snapshot
     test_heads = heads(files.test_net) if files.test_net is not None else []
     testing = test_every != 0 and bool(test_heads)
+    period = param.snapshot if test_every is None else test_every  # 0: only at the end
     test_net = module.test_net(solver) if testing else None
     train_loss = loss_tops(files.train_net)
     test_loss = loss_tops(files.test_net) if files.test_net is not None else []
@@ -377,14 +395,18 @@ def _train(files: SolverFiles, module: ModuleType, weights: Path | None, resume:
                        f"mean IU {100 * m['mean_iu']:.2f}  pixel acc {100 * m['pixel_acc']:.2f}"
                        f"  mean acc {100 * m['mean_acc']:.2f}  fw IU {100 * m['fw_iu']:.2f}")
 
+    log.write({**base, "phase": "start", "iter": start, "backend": module.NAME,
+               "from": str(resume or weights or "scratch"), "elapsed_s": elapsed()})
     recent: deque[float] = deque(maxlen=max(param.average_loss, 10))
     step_state = sum(1 for v in param.stepvalue if v < start)  # multistep's position
     bar = tqdm(total=todo, desc=stage or files.path.parent.name, unit="it",
                disable=not progress, dynamic_ncols=True)
-    with bar:
+    with bar, _snapshot_on_interrupt(solver):
         for it in range(start, end):
             rate, step_state = learning_rate(param, it, step_state)
             solver.step(1)
+            if getattr(solver, "requested_early_exit", False):
+                raise KeyboardInterrupt
             recent.append(sum(w * float(np.sum(solver.net.blobs[top].data))
                               for top, w in train_loss))
             loss = float(np.mean(recent))
@@ -397,7 +419,7 @@ def _train(files: SolverFiles, module: ModuleType, weights: Path | None, resume:
             if done == end or (param.display and done % param.display == 0):
                 log.write({**base, "phase": "train", "iter": done, "loss": loss, "lr": rate,
                            "elapsed_s": elapsed()})
-            if testing and done % test_every == 0 and done != end:
+            if testing and period and done % period == 0 and done != end:
                 run_test(done)
     if testing:
         run_test(end)

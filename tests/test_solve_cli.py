@@ -107,3 +107,41 @@ def test_corrupt_weights_are_an_error_not_a_crash(tmp_path, capsys):
     assert e.value.code == 2
     assert "bad.caffemodel" in capsys.readouterr().err
     assert not list((model_dir / "snapshot").glob("*.caffemodel"))
+
+
+def test_ctrl_c_snapshots_and_the_run_resumes(tmp_path):
+    """SIGINT mid-training: exit 130 after writing a snapshot; --resume continues from it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from solve_helpers import ROOT
+
+    model_dir = tiny_models(tmp_path, iters=(100000, 1, 1))[0].parent  # no interval snapshot
+    metrics = model_dir / "snapshot" / "metrics.jsonl"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "solve.py"), str(model_dir), "--iters",
+                             "100000", "--test-every", "0", "--backend", "torch", "--quiet"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not metrics.is_file() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted"
+    states = sorted((model_dir / "snapshot").glob("train_iter_*.solverstate"),
+                    key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    assert len(states) == 1, "the interrupted run must leave its snapshot"
+    stopped = int(states[-1].stem.rsplit("_", 1)[1])
+    proc = run_script("solve.py", str(model_dir), "--resume", str(states[-1]), "--iters", "1",
+                      "--test-every", "0", "--backend", "torch", "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (model_dir / "snapshot" / f"train_iter_{stopped + 1}.caffemodel").is_file()
