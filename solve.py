@@ -64,7 +64,7 @@ def _demo(a) -> int:
 def _train(a) -> int:
     from solvers import backends
     from solvers.stages import parse_stages, run_stages, solver_file, stage_solvers
-    from solvers.train import read_solver_files
+    from solvers.solver_files import read_solver_files
 
     given = [f"--{k.replace('_', '-')}" for k in DEMO_ONLY if getattr(a, k) is not None]
     if given:

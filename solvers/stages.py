@@ -13,7 +13,8 @@ from typing import Sequence
 
 from netgen.errors import FcnkitError
 
-from .train import TrainResult, read_solver_files, train
+from .solver_files import read_solver_files
+from .train import TrainResult, train
 
 SOLVER_FILE = "solver.prototxt"
 _STAGE = re.compile(r"^([1-9][0-9]*)s$")

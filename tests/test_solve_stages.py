@@ -10,7 +10,8 @@ import pytest
 
 from netgen.errors import FcnkitError
 from solvers.stages import parse_stages, run_stages, stage_solvers
-from solvers.train import read_solver_files, train
+from solvers.solver_files import read_solver_files
+from solvers.train import train
 from surgery.caffemodel import save_weights
 from surgery.interp import bilinear_weights
 
