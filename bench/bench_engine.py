@@ -1,6 +1,6 @@
 """Speed and memory of fcnkit's PyTorch engine on full-width FCN-8s (VOC, 21 classes); run by hand.
 
-    python bench/bench_engine.py                   # CPU, ~5-10 min on 2 cores
+    python bench/bench_engine.py                   # CPU: ~3-5 min on 2 cores
     python bench/bench_engine.py --device cuda     # GPU: forward + train at 500x500 and 2048x1024
     python bench/bench_engine.py --sections memory --mem-sizes 768x384,1448x724
 
@@ -73,10 +73,10 @@ CAFFE_FIT = (2.8, 0.0135)  # Caffe training FCN-8s: GB + MB per input pixel (rep
 SECTIONS = ("forward", "train", "memory")
 # per-device defaults: the CPU run must fit in ~10 minutes on 2 cores
 DEFAULTS = {
-    "cpu": dict(sections=["forward", "train", "memory"], sizes=[(500, 500)], warmup=1, reps=1,
-                train_warmup=0, train_reps=2),
+    "cpu": dict(sections=["forward", "train", "memory"], sizes=[(500, 500)], warmup=1, reps=2,
+                opencv_reps=2, train_warmup=0, train_reps=2),
     "cuda": dict(sections=["forward", "train"], sizes=[(500, 500), (2048, 1024)], warmup=2,
-                 reps=10, train_warmup=1, train_reps=5),
+                 reps=10, opencv_reps=1, train_warmup=1, train_reps=5),
 }
 
 
@@ -256,6 +256,7 @@ def _train_job(job: dict) -> list[dict]:
 def worker(job: dict) -> None:
     """Child entry: run one job, print its rows as one JSON line."""
     import cv2
+    torch.manual_seed(job["seed"])  # Dropout masks: the same losses run to run
     torch.set_num_threads(job["threads"])
     cv2.setNumThreads(job["threads"])
     rows = (_forward_job if job["kind"] == "forward" else _train_job)(job)
@@ -363,10 +364,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     metavar="HxW,...", help="sizes for the memory section (default "
                                             "1024x512,2048x1024)")
     ap.add_argument("--warmup", type=int, help="untimed forwards (default: cpu 1, cuda 2)")
-    ap.add_argument("--reps", type=int, help="timed engine forwards (default: cpu 1, cuda 10)")
-    ap.add_argument("--opencv-reps", type=int, default=1,
-                    help="timed OpenCV forwards, after min(warmup, 1) untimed (default 1; 0 "
-                         "skips OpenCV and the difference check)")
+    ap.add_argument("--reps", type=int, help="timed engine forwards (default: cpu 2, cuda 10)")
+    ap.add_argument("--opencv-reps", type=int,
+                    help="timed OpenCV forwards (on the CPU), after min(warmup, 1) untimed "
+                         "(default: cpu 2, cuda 1; 0 skips OpenCV and the difference check)")
     ap.add_argument("--train-warmup", type=int,
                     help="untimed forward_backward iterations (default: cpu 0, cuda 1)")
     ap.add_argument("--train-reps", type=int,
