@@ -50,7 +50,7 @@ def seg_test(net: Any, test_heads: list[Head], n_iter: int, loss: list[tuple[str
     return out
 
 
-def test_record(base: dict, head: str, m: dict) -> dict:
+def scores_record(base: dict, head: str, m: dict) -> dict:
     return {**base, "phase": "test", "head": head, "loss": _finite(m["loss"]),
             **{k: _finite(m[k]) for k in SCORE_KEYS},
             "per_class_iu": _finite(m["per_class_iu"]), "n_pixels": m["n_pixels"]}

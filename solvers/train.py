@@ -35,7 +35,7 @@ from netgen.fileio import write_text_atomic
 from . import backends
 from .engine.lr_policy import learning_rate
 from .init_weights import init_weights
-from .seg_test import seg_test, test_record
+from .seg_test import scores_record, seg_test
 from .solver_files import SolverFiles, heads, loss_tops, read_solver_files
 
 _ROOT = str(Path(__file__).resolve().parent.parent)  # the folder holding the `solvers` package
@@ -189,7 +189,7 @@ def _train(files: SolverFiles, module: ModuleType, weights: Path | None, resume:
         nonlocal scores
         scores = seg_test(test_net, test_heads, param.test_iter[0], test_loss, progress)
         for head, m in scores.items():
-            log.write({**test_record(base, head, m), "iter": it, "elapsed_s": elapsed()})
+            log.write({**scores_record(base, head, m), "iter": it, "elapsed_s": elapsed()})
             tqdm.write(f"[{stage or files.path.parent.name}] iter {it} {head}: "
                        f"mean IU {100 * m['mean_iu']:.2f}  pixel acc {100 * m['pixel_acc']:.2f}"
                        f"  mean acc {100 * m['mean_acc']:.2f}  fw IU {100 * m['fw_iu']:.2f}")
