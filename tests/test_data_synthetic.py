@@ -48,25 +48,35 @@ def test_voc_layout_read_by_voc_loader(tmp_path):
         assert np.corrcoef(item["data"].ravel(), mem[i]["data"].ravel())[0, 1] > 0.9
 
 
-def test_classes_have_distinct_colours_and_background_baseline():
-    n = 5
+def hue_gap(a, b):
+    """Circular distance of two PIL hues (0..255)."""
+    d = abs(a - b) % 256
+    return min(d, 256 - d)
+
+
+def test_class_cues_and_background_baseline():
+    n = 5  # hue groups: {1, 4}, {2, 5}, {3}; textures: flat, bars, checker, dots, waves
     hist = np.zeros((n + 1, n + 1), np.int64)
     hues = {k: [] for k in range(1, n + 1)}
-    sats = {k: [] for k in range(n + 1)}
-    for i in range(40):
+    roughness = {k: [] for k in range(1, n + 1)}
+    for i in range(60):
         rgb, label = render(sample_rng(0, "train", i), (48, 48), n)
         hsv = np.asarray(Image.fromarray(rgb).convert("HSV"), np.float32)
-        for k in range(n + 1):
+        value = hsv[..., 2]
+        for k in range(1, n + 1):
             m = label == k
-            if m.any():
-                sats[k].append(hsv[..., 1][m].mean())
-                if k:
-                    hues[k].append(np.median(hsv[..., 0][m]))
+            inner = m[1:, :] & m[:-1, :]  # vertical neighbour pairs inside the region
+            if inner.sum() > 20:
+                hues[k].append(np.median(hsv[..., 0][m]))
+                roughness[k].append(np.abs(value[1:] - value[:-1])[inner].mean())
         hist += fast_hist(label, np.zeros_like(label), n + 1)
-    assert all(hues[k] for k in hues), "every class appears in 40 images"
-    medians = sorted(np.median(hues[k]) for k in hues)
-    assert min(np.diff(medians)) > 20  # hue cue separates the classes (PIL hue 0..255)
-    assert np.mean(sats[0]) < 0.5 * min(np.mean(sats[k]) for k in range(1, n + 1))
+    assert all(len(hues[k]) >= 5 for k in hues), "every class appears"
+    hue = {k: float(np.median(v)) for k, v in hues.items()}
+    rough = {k: float(np.median(v)) for k, v in roughness.items()}
+    assert hue_gap(hue[1], hue[4]) < 8 and hue_gap(hue[2], hue[5]) < 8  # shared hues
+    for a, b in ((1, 2), (1, 3), (2, 3)):
+        assert hue_gap(hue[a], hue[b]) > 50  # distinct hue groups (256 / 3 apart)
+    assert rough[4] > 2 * rough[1]  # dots vs flat tell the red pair apart
     m = metrics(hist)
     assert 0.5 < m["pixel_acc"] < 0.95  # background dominates but is far from everything
     assert m["mean_iu"] < 1.5 / (n + 1)

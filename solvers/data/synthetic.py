@@ -1,9 +1,11 @@
 """A synthetic segmentation dataset in PASCAL VOC layout, for tests and quick experiments.
 
 Each image shows 1-4 shapes on a textured low-saturation background. Object class k (1..n)
-has its own shape, hue and texture (circle, rectangle, triangle, stripe, ring, ellipse,
-diamond, cross), jittered per instance; grey distractor blobs, illumination changes, noise
-and occlusion (later shapes cover earlier ones) keep it from being trivial. As in VOC, a
+has its own shape (circle, rectangle, triangle, stripe, ring, ellipse, diamond, cross) and
+texture (flat, bars, checker, dots, waves); classes pair up on a shared hue, so a pixel's
+colour alone is ambiguous and the net must look at texture and shape. Grey and grainy
+coloured distractor blobs (background), illumination changes, noise and occlusion (later
+shapes cover earlier ones) keep it from being trivial. As in VOC, a
 one-pixel void (255) band runs along object edges. Everything is a function of
 (seed, split, index), so the same arguments give the same files.
 
@@ -107,9 +109,17 @@ class Look:
 
 
 # Class k (1-based) looks like LOOKS[k-1]; names in classes.SYNTHETIC follow the shapes.
+# Classes k and k + ceil(n/2) share a hue and differ in texture (see _hue), so colour alone
+# does not tell them apart; grainy coloured blotches (background) imitate class colours.
 LOOKS = (Look(_circle, _flat), Look(_rectangle, _bars), Look(_triangle, _checker),
-         Look(_stripe, _flat), Look(_ring, _dots), Look(_ellipse, _grain),
-         Look(_diamond, _waves), Look(_cross, _bars))
+         Look(_stripe, _dots), Look(_ring, _waves), Look(_ellipse, _flat),
+         Look(_diamond, _dots), Look(_cross, _checker))
+
+
+def _hue(k: int, n_classes: int) -> float:
+    """Base hue of class k: ceil(n/2) hues evenly spaced, each shared by two classes."""
+    n_hues = (n_classes + 1) // 2
+    return ((k - 1) % n_hues) / n_hues
 
 
 def _hsv(h: float, s: float, v: float) -> np.ndarray:
@@ -157,6 +167,13 @@ def render(rng: np.random.Generator, size: tuple[int, int], n_classes: int,
         r = rng.uniform(0.08, 0.2) * m
         img[(u / r) ** 2 + (v / (rng.uniform(0.4, 1.0) * r)) ** 2 <= 1] = \
             _hsv(rng.uniform(), rng.uniform(0.0, 0.15), rng.uniform(0.2, 0.9))
+    for _ in range(int(rng.integers(0, 3))):  # grainy coloured blotches, also background
+        u, v = _rotated(yy, xx, rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0, np.pi))
+        r = rng.uniform(0.1, 0.25) * m
+        blob = (u / r) ** 2 + (v / (0.7 * r)) ** 2 + 0.6 * _smooth_noise(rng, size, 5) <= 1
+        colour = _hsv(rng.uniform(), rng.uniform(0.5, 1.0), rng.uniform(0.5, 1.0))
+        grain = 1 + 0.35 * _grain(u, v, rng)
+        img[blob] = colour * grain[blob][:, None]
 
     for _ in range(int(rng.integers(1, 5))):
         k = int(rng.integers(1, n_classes + 1))
@@ -165,9 +182,9 @@ def render(rng: np.random.Generator, size: tuple[int, int], n_classes: int,
         u, v = _rotated(yy, xx, rng.uniform(0.1 * h, 0.9 * h), rng.uniform(0.1 * w, 0.9 * w),
                         rng.uniform(0, 2 * np.pi))
         mask = look.shape(u, v, r)
-        hue = (k - 1) / n_classes + rng.normal(0, 0.02)
+        hue = _hue(k, n_classes) + rng.normal(0, 0.02)
         colour = _hsv(hue, rng.uniform(0.6, 1.0), rng.uniform(0.55, 1.0))
-        shade = 1 + 0.25 * look.texture(u, v, rng)
+        shade = 1 + 0.3 * look.texture(u, v, rng)
         img[mask] = colour * shade[mask][:, None]
         label[mask] = k
 
