@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
 
 from .errors import FcnkitError
 from .geometry import Window, conv_window, pool_window, where
+from .netstate import filter_net, make_state
 from .proto import caffe_pb2
 
 Shape = tuple[int, ...]
@@ -23,47 +24,10 @@ Layer = caffe_pb2.LayerParameter
 
 # ---- phase filtering (Caffe's Net::FilterNet)
 
-def _phase_value(phase: str | int) -> int:
-    if isinstance(phase, str):
-        try:
-            return caffe_pb2.Phase.Value(phase.upper())
-        except ValueError:
-            raise FcnkitError(f"phase must be TRAIN or TEST, not {phase!r}") from None
-    return int(phase)
-
-
-def _meets(rule: caffe_pb2.NetStateRule, phase: int, stages: frozenset, level: int) -> bool:
-    """Caffe's StateMeetsRule: every condition the rule states must hold."""
-    return ((not rule.HasField("phase") or rule.phase == phase)
-            and (not rule.HasField("min_level") or level >= rule.min_level)
-            and (not rule.HasField("max_level") or level <= rule.max_level)
-            and all(s in stages for s in rule.stage)
-            and not any(s in stages for s in rule.not_stage))
-
-
 def filter_phase(net: caffe_pb2.NetParameter, phase: str | int, stages: Iterable[str] = (),
                  level: int = 0) -> caffe_pb2.NetParameter:
-    """A copy of `net` keeping the layers Caffe keeps in this state (include/exclude rules).
-
-    A layer with include rules is kept when any rule is met; one with exclude rules is dropped
-    when any rule is met; giving both kinds is an error, as in Caffe.
-    """
-    phase_v, stage_set = _phase_value(phase), frozenset(stages)
-    kept = []
-    for layer in net.layer:
-        if len(layer.include) and len(layer.exclude):
-            raise FcnkitError(f"{where(layer)}: give include OR exclude rules, not both")
-        if len(layer.include):
-            keep = any(_meets(r, phase_v, stage_set, level) for r in layer.include)
-        else:
-            keep = not any(_meets(r, phase_v, stage_set, level) for r in layer.exclude)
-        if keep:
-            kept.append(layer)
-    out = caffe_pb2.NetParameter()
-    out.CopyFrom(net)
-    del out.layer[:]
-    out.layer.extend(kept)
-    return out
+    """A copy of `net` keeping the layers Caffe keeps in this state (netgen.netstate)."""
+    return filter_net(net, make_state(phase, level, tuple(stages)))
 
 
 # ---- helpers shared by the rules

@@ -12,7 +12,7 @@ from typing import Any
 from netgen.proto import caffe_pb2
 from surgery.legacy import upgrade_net
 
-from .engine.state import filter_net, make_state
+from netgen.netstate import filter_net, make_state
 
 
 @dataclass(frozen=True)

@@ -420,7 +420,7 @@ def test_bf16_autocast_keeps_loss_in_float32():
      'param { } param { } param { } }', "layer 'x': 3 param specs for 2"),
     ('layer { name: "x" type: "ReLU" bottom: "data" top: "x" loss_weight: 1 loss_weight: 2 }', "layer 'x': loss_weight"),
     ('layer { name: "x" type: "ReLU" bottom: "data" top: "x" include { phase: TRAIN } exclude { phase: TEST } }',
-     "layer 'x': give include or exclude"),
+     "layer x \\(ReLU\\): give include OR exclude"),
     ('layer { name: "x" type: "Eltwise" bottom: "data" bottom: "label" top: "x" eltwise_param { operation: PROD coeff: 1 coeff: 2 } }',
      "layer 'x' \\(Eltwise\\): eltwise_param.coeff applies only to SUM"),
     ('layer { name: "x" type: "Crop" bottom: "data" bottom: "label" top: "x" crop_param { axis: 1 offset: 2 } }',
@@ -439,7 +439,7 @@ def test_bad_prototxt_errors_name_the_layer(layers, msg):
 
 def test_bad_constructor_arguments():
     with pytest.raises(FcnkitError, match="phase must be TRAIN or TEST"):
-        make(phase="train")
+        make(phase="val")
     with pytest.raises(FcnkitError, match="amp must be"):
         make(amp="int8")
 

@@ -32,7 +32,7 @@ from netgen.proto import caffe_pb2
 
 from .blob import Blob, Param
 from .layers import LAYERS, BuildContext, Layer, Run
-from .state import filter_net, make_state
+from netgen.netstate import filter_net, make_state
 
 AMP_DTYPES = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Layers whose top is a fresh tensor that their own backward does not read: an in-place

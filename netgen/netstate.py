@@ -3,18 +3,22 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from netgen.errors import FcnkitError
-from netgen.proto import caffe_pb2
+from .errors import FcnkitError
+from .geometry import where
+from .proto import caffe_pb2
 
 PHASES = {"TRAIN": caffe_pb2.TRAIN, "TEST": caffe_pb2.TEST}
 
 
-def make_state(phase: str, level: int = 0, stages: Sequence[str] = ()) -> caffe_pb2.NetState:
-    if phase not in PHASES:
-        raise FcnkitError(f"phase must be TRAIN or TEST, got {phase!r}")
+def make_state(phase: str | int, level: int = 0, stages: Sequence[str] = ()) -> caffe_pb2.NetState:
+    """A NetState from a phase name ("TRAIN"/"TEST", any case) or Phase value."""
+    if isinstance(phase, str):
+        if phase.upper() not in PHASES:
+            raise FcnkitError(f"phase must be TRAIN or TEST, got {phase!r}")
+        phase = PHASES[phase.upper()]
     if isinstance(stages, str):
         stages = [stages]
-    return caffe_pb2.NetState(phase=PHASES[phase], level=level, stage=list(stages))
+    return caffe_pb2.NetState(phase=int(phase), level=level, stage=list(stages))
 
 
 def meets_rule(state: caffe_pb2.NetState, rule: caffe_pb2.NetStateRule) -> bool:
@@ -32,7 +36,7 @@ def meets_rule(state: caffe_pb2.NetState, rule: caffe_pb2.NetStateRule) -> bool:
 def included(layer: caffe_pb2.LayerParameter, state: caffe_pb2.NetState) -> bool:
     """Include rules: kept if any holds. Exclude rules: dropped if any holds. Neither: kept."""
     if layer.include and layer.exclude:
-        raise FcnkitError(f"layer {layer.name!r}: give include or exclude rules, not both")
+        raise FcnkitError(f"{where(layer)}: give include OR exclude rules, not both")
     if layer.include:
         return any(meets_rule(state, r) for r in layer.include)
     return not any(meets_rule(state, r) for r in layer.exclude)
