@@ -7,43 +7,8 @@ import torch
 
 from netgen.errors import FcnkitError
 from netgen.proto import caffe_pb2
+from solver_helpers import np_adadelta, np_adagrad, np_adam, np_nesterov, np_rmsprop, np_sgd
 from solvers.engine.update_rules import SOLVER_TYPES, check_solver_type
-
-
-def np_sgd(g, hist, lr, p, it):
-    hist[0] = p.momentum * hist[0] + lr * g
-    return hist[0].copy()
-
-
-def np_nesterov(g, hist, lr, p, it):
-    old = hist[0].copy()
-    hist[0] = p.momentum * hist[0] + lr * g
-    return (1 + p.momentum) * hist[0] - p.momentum * old
-
-
-def np_adagrad(g, hist, lr, p, it):
-    hist[0] = hist[0] + g * g
-    return lr * g / (np.sqrt(hist[0]) + p.delta)
-
-
-def np_rmsprop(g, hist, lr, p, it):
-    hist[0] = p.rms_decay * hist[0] + (1 - p.rms_decay) * g * g
-    return lr * g / (np.sqrt(hist[0]) + p.delta)
-
-
-def np_adadelta(g, hist, lr, p, it):
-    m = p.momentum
-    hist[0] = m * hist[0] + (1 - m) * g * g
-    step = g * np.sqrt((hist[1] + p.delta) / (hist[0] + p.delta))
-    hist[1] = m * hist[1] + (1 - m) * step * step
-    return lr * step
-
-
-def np_adam(g, hist, lr, p, it):
-    b1, b2, t = p.momentum, p.momentum2, it + 1
-    hist[0] = b1 * hist[0] + (1 - b1) * g
-    hist[1] = b2 * hist[1] + (1 - b2) * g * g
-    return lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t) * hist[0] / (np.sqrt(hist[1]) + p.delta)
 
 
 REFERENCE = {
