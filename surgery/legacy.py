@@ -108,7 +108,7 @@ def downgrade_layer(layer: caffe_pb2.LayerParameter) -> caffe_pb2.V1LayerParamet
     v1.type = v1_type_enum(layer.type, where)
     _copy_fields(layer, v1, _COMMON + _SHARED_PARAMS)
     extra = {f.name for f, _ in layer.ListFields()} - set(_COMMON + _SHARED_PARAMS) \
-        - {"type", "param", "blobs"}
+        - {"type", "param", "blobs", "phase"}  # phase is run-time state Caffe sets, not stored in V1
     if extra:
         raise FcnkitError(f"{where}option(s) {', '.join(sorted(extra))} have no legacy V1 "
                           "equivalent")

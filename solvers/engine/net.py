@@ -458,6 +458,9 @@ class Net:
         for rec in self.layers:
             rec.params[:] = [replace.get(id(p), p) for p in rec.params]
 
+
+    share_with = share_weights  # pycaffe's name
+
     def copy_from(self, source: str | os.PathLike | Mapping[str, Sequence[np.ndarray]]) -> None:
         """Load weights by layer name (a .caffemodel/.h5 path or a Weights mapping). Layers the
         source lacks keep their values; source layers the net lacks are ignored; a blob count
