@@ -1,8 +1,10 @@
 """`python -m netgen`: write FCN model folders, list the presets, explain a net's geometry.
 
     python -m netgen                      regenerate the default set into models/
-    python -m netgen list                 models, nets and dataset presets
+    python -m netgen list                 models, nets, dataset presets and recipes
     python -m netgen generate voc-fcn8s --classes 5 --width 0.25 --out /tmp/nets
+    python -m netgen generate synthetic-fcn32s --recipe scratch --width 0.0625 \
+        --voc-dir ../../data --input-size 128x128 --solver max_iter=1500
     python -m netgen explain models/voc-fcn8s/deploy.prototxt --size 375x500
 """
 from __future__ import annotations
@@ -12,14 +14,16 @@ import re
 from typing import NoReturn
 
 from .errors import FcnkitError, cli_entry
-from .presets import DATASETS, DEFAULT_SET, NETS, PUBLISHED, resolve
-from .writer import DATA_MODES, generate, generate_all
+from .presets import DATASETS, DEFAULT_SET, NETS, PUBLISHED, RECIPES, resolve
+from .writer import DATA_MODES, generate, generate_all, parse_value
 
 DESCRIPTION = """\
 Generate Caffe prototxts for Fully Convolutional Networks (FCN-32s/16s/8s/8s-at-once on VGG16,
 FCN-AlexNet). A model is <dataset>-<net>, e.g. voc-fcn8s; each model folder gets
 train.prototxt, val.prototxt, deploy.prototxt and solver.prototxt. Without a command, the
-default set (the published reference models and fcnkit's additions) is written into models/."""
+default set (the published reference models and fcnkit's additions) is written into models/.
+A recipe (--recipe) sets the training choices: 'reference' as published, 'scratch' to train
+from zero."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,14 +41,22 @@ def _size(text: str) -> tuple[int, int]:
     return int(m[1]), int(m[2])
 
 
+def _key_value(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. max_iter=1500, not {text!r}")
+    return key.strip(), parse_value(value)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m netgen", description=DESCRIPTION,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="models", metavar="DIR",
                    help="where the default set goes (default: models)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("list", help="list models, nets and dataset presets",
-                   description="List the published models, every net and every dataset preset.")
+    sub.add_parser("list", help="list models, nets, dataset presets and recipes",
+                   description="List the published models, every net, every dataset preset "
+                               "and every training recipe.")
     g = sub.add_parser("generate", help="write one model folder",
                        description="Write DIR/NAME/{train,val,deploy,solver}.prototxt, all files "
                                    "or none.")
@@ -61,6 +73,24 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--data", choices=DATA_MODES, default="python",
                    help="train/val input: 'python' data layers (default) or 'input' layers "
                         "fed directly")
+    g.add_argument("--recipe", choices=list(RECIPES), default="reference",
+                   help="training recipe: fillers, loss normalisation, dropout, input scale, "
+                        "solver (default: reference; see list)")
+    g.add_argument("--input-scale", type=float, metavar="S",
+                   help="fixed scale of the input before the first convolution (replaces the "
+                        "recipe's)")
+    g.add_argument("--input-size", type=_size, default=(500, 500), metavar="HxW",
+                   help="height x width of Input layers (default 500x500)")
+    g.add_argument("--voc-dir", metavar="DIR",
+                   help="train/val read this VOC-layout folder (splits train, val), relative "
+                        "to the model folder")
+    for phase in ("train", "val"):
+        g.add_argument(f"--{phase}-param", type=_key_value, action="append", default=[],
+                       metavar="KEY=VALUE", help=f"set a param_str key of the {phase} data "
+                                                 "layer (repeatable)")
+    g.add_argument("--solver", type=_key_value, action="append", default=[],
+                   metavar="KEY=VALUE", help="set a solver field after the recipe's, e.g. "
+                                             "max_iter=1500 (repeatable)")
     e = sub.add_parser("explain", help="per-layer shapes, strides and offsets of a net",
                        description="Explain a net's geometry for one input size: output shape, "
                                    "receptive field and alignment of every layer.")
@@ -85,6 +115,9 @@ def _list() -> None:
     print("\ndataset presets:")
     for ds in DATASETS.values():
         print(f"   {ds.name:14} {ds.description}")
+    print("\nrecipes (--recipe):")
+    for recipe in RECIPES.values():
+        print(f"   {recipe.name:14} {recipe.description}")
 
 
 def _explain(path: str, size: tuple[int, int]) -> None:
@@ -104,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         _list()
     elif args.command == "generate":
         folder = generate(args.name, args.out, args.classes, args.width, dataset=args.dataset,
-                          data=args.data)
+                          data=args.data, recipe=args.recipe, input_scale=args.input_scale,
+                          input_size=args.input_size, voc_dir=args.voc_dir,
+                          train_params=dict(args.train_param), val_params=dict(args.val_param),
+                          solver=dict(args.solver))
         print(f"wrote {folder}")
     else:
         _explain(args.prototxt, args.size)

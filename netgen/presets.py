@@ -1,4 +1,4 @@
-"""Datasets, nets and solver recipes as data; a model is `<dataset>-<net>` (voc-fcn8s).
+"""Datasets, nets, solver values and training recipes as data; a model is `<dataset>-<net>`.
 
 The published reference models (shelhamer/fcn.berkeleyvision.org folder names) are the
 combinations listed in PUBLISHED; any other dataset x net pair is built the same way.
@@ -13,6 +13,14 @@ reference files carry 1111, the count of a different list), SIFT Flow snapshots 
 iterations (reference: no snapshots), and the nets without a published solver
 (siftflow-fcn8s, nyud-fcn32s-color, nyud-fcn32s-color-d, new datasets) follow the rule of
 their stride: base_lr 1e-10 (32s), 1e-12 (16s), 1e-14 (8s), 1e-10 (8s at-once).
+
+Recipes (RECIPES) apply to any model: "reference" is the published setup above; "scratch"
+trains from zero (no ImageNet weights): MSRA trunk, loss averaged over valid pixels, no dropout,
+the mean-subtracted input scaled by 1/64 to about unit range, Adam at 1e-3.
+
+`Model.data_spec` can also point train/val at a VOC-layout folder (JPEGImages,
+SegmentationClass, ImageSets/Segmentation/{train,val}.txt), such as the one
+solvers.data.synthetic writes, instead of the dataset's own data layers.
 """
 from __future__ import annotations
 
@@ -20,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from .errors import FcnkitError
-from .fcn import DataSpec, Head
+from .fcn import REFERENCE, DataSpec, Head, Recipe
 
 VOC_MEAN = (104.00699, 116.66877, 122.67892)
 SEED = 1337
@@ -163,6 +171,27 @@ ARCH_SOLVER: dict[str, dict[str, Any]] = {
 STRIDE_LR = {"32s": 1e-10, "16s": 1e-12, "8s": 1e-14, "8s-atonce": 1e-10}
 
 
+RECIPES: dict[str, Recipe] = {r.name: r for r in (
+    REFERENCE,
+    Recipe("scratch", "training from zero: MSRA trunk, loss over valid pixels, no dropout, "
+           "input x 1/64, Adam 1e-3",
+           weight_filler="msra", loss_normalization="VALID", dropout=False, input_scale=1 / 64,
+           solver=dict(type="Adam", base_lr=1e-3, momentum=0.9, momentum2=0.999, delta=1e-8,
+                       lr_policy="fixed", weight_decay=1e-5, iter_size=1, display=50)),
+)}
+
+
+def resolve_recipe(name: str) -> Recipe:
+    """The recipe preset called `name`."""
+    if name not in RECIPES:
+        raise FcnkitError(f"unknown recipe {name!r}: one of {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+# A VOC-layout folder read in place of a dataset's own layers (Model.data_spec voc_dir).
+VOC_LAYOUT = ("VOCSegDataLayer", {"mean": VOC_MEAN}, {"split": "train"}, {"split": "val"})
+
+
 @dataclass(frozen=True)
 class Model:
     """A dataset x net pair, under its folder name."""
@@ -196,9 +225,21 @@ class Model:
                               "--classes applies to single-head datasets only")
         return (replace(heads[0], num_classes=num_classes),)
 
-    def data_spec(self, phase: str, num_classes: int | None = None) -> DataSpec:
-        """The data layer of the train or val net, told its tops / classes where it needs."""
+    def data_spec(self, phase: str, num_classes: int | None = None,
+                  voc_dir: str | None = None) -> DataSpec:
+        """The data layer of the train or val net, told its tops / classes where it needs.
+
+        voc_dir: read the VOC-layout folder there (relative to the model folder) with splits
+        train / val instead; single-input, single-head datasets only.
+        """
         ds = self.dataset
+        if voc_dir is not None:
+            if ds.tops_param or len(ds.heads) > 1 or len(self.inputs) > 1:
+                raise FcnkitError(f"--voc-dir: {self.name} reads several inputs or labels; a "
+                                  "VOC-layout folder has one image and one label per item")
+            layer, common, train, val = VOC_LAYOUT
+            pair = _split_pair(layer, layer, {"voc_dir": voc_dir, **common}, train, val)
+            return pair[0] if phase == "train" else pair[1]
         spec = ds.train if phase == "train" else ds.val
         params = dict(spec.params)
         if ds.tops_param:
@@ -209,12 +250,13 @@ class Model:
             params[key] = num_classes + offset
         return replace(spec, params=params)
 
-    def solver(self) -> dict[str, Any]:
-        """Solver fields (without net paths) in the reference recipe for this model."""
+    def solver(self, recipe: Recipe = REFERENCE) -> dict[str, Any]:
+        """Solver fields (without net paths): the reference values for this model, then the
+        recipe's."""
         net, ds = self.net, self.dataset
         return {**_SOLVER_COMMON, "base_lr": STRIDE_LR[net.stride], **ARCH_SOLVER[net.arch],
                 "test_iter": ds.val_size, "max_iter": ds.max_iter, "snapshot": ds.snapshot,
-                **net.solver}
+                **net.solver, **recipe.solver}
 
 
 def _parse(name: str) -> tuple[str, str] | None:

@@ -8,18 +8,20 @@ the folder (snapshots, logs) are left alone.
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import math
 import os
-from dataclasses import dataclass
+import shlex
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 from .errors import FcnkitError
-from .fcn import ARCHITECTURES, DEFAULT_SIZE
+from .fcn import ARCHITECTURES, DEFAULT_SIZE, Recipe
 from .fileio import atomic_write
 from .netspec import assign_proto
-from .presets import DEFAULT_SET, Model, check_classes, resolve
+from .presets import DEFAULT_SET, Model, check_classes, resolve, resolve_recipe
 from .proto import caffe_pb2
 from .schema import to_prototxt
 
@@ -28,20 +30,79 @@ SOLVER_FILE = "solver.prototxt"
 DATA_MODES = ("python", "input")
 
 
+def _positive(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) \
+        and math.isfinite(value) and value > 0
+
+
+def parse_value(text: str) -> Any:
+    """A KEY=VALUE value: a Python literal (1, 1e-3, True, 'x', (64, 64)), else the text."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+
+
+def _cli_value(value: Any) -> str:
+    """How a value is typed on the command line so that parse_value gives it back."""
+    return value if isinstance(value, str) and parse_value(value) == value else repr(value)
+
+
+def _check_pairs(flag: str, pairs: Mapping[str, Any]) -> None:
+    for key, value in pairs.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise FcnkitError(f"{flag}: key must be a name, not {key!r}")
+        try:
+            same = ast.literal_eval(repr(value)) == value
+        except (ValueError, SyntaxError):
+            same = False
+        if not same:
+            raise FcnkitError(f"{flag} {key}: value must be a plain literal, not {value!r}")
+
+
 @dataclass(frozen=True)
 class Options:
-    """What `generate` may change from a preset's defaults."""
+    """What `generate` may change from a preset's defaults (each is a CLI flag, see command)."""
 
     num_classes: int | None = None
     width: float = 1.0
     data: str = "python"
+    recipe: str = "reference"
+    input_scale: float | None = None    # replaces the recipe's input scale
+    input_size: tuple[int, int] = DEFAULT_SIZE  # H, W of Input layers
+    voc_dir: str | None = None          # train/val read this VOC-layout folder
+    train_params: Mapping[str, Any] = field(default_factory=dict)  # param_str keys set
+    val_params: Mapping[str, Any] = field(default_factory=dict)
+    solver: Mapping[str, Any] = field(default_factory=dict)  # solver fields set last
 
     def check(self) -> None:
-        w = self.width
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
-            raise FcnkitError(f"--width must be a positive number, not {w!r}")
+        if not _positive(self.width):
+            raise FcnkitError(f"--width must be a positive number, not {self.width!r}")
         if self.data not in DATA_MODES:
             raise FcnkitError(f"--data must be one of {', '.join(DATA_MODES)}, not {self.data!r}")
+        resolve_recipe(self.recipe)
+        if self.input_scale is not None and not _positive(self.input_scale):
+            raise FcnkitError(f"--input-scale must be a positive number, not "
+                              f"{self.input_scale!r}")
+        size = self.input_size
+        if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
+                                 for v in size):
+            raise FcnkitError(f"--input-size must be two positive integers, not {size!r}")
+        if self.voc_dir is not None and (not isinstance(self.voc_dir, str) or not self.voc_dir):
+            raise FcnkitError(f"--voc-dir must be a folder path, not {self.voc_dir!r}")
+        if self.data == "input" and (self.voc_dir is not None or self.train_params
+                                     or self.val_params):
+            raise FcnkitError("--voc-dir, --train-param and --val-param set data layers: "
+                              "not with --data input")
+        for flag, pairs in (("--train-param", self.train_params),
+                            ("--val-param", self.val_params), ("--solver", self.solver)):
+            _check_pairs(flag, pairs)
+
+    def net_recipe(self) -> Recipe:
+        """The recipe the nets and solver follow, with the input scale given here."""
+        chosen = resolve_recipe(self.recipe)
+        return chosen if self.input_scale is None else replace(chosen,
+                                                               input_scale=self.input_scale)
 
     def command(self, name: str) -> str | None:
         """The `python -m netgen generate` line that reproduces non-default options, if any."""
@@ -52,6 +113,17 @@ class Options:
             flags.append(f"--width {self.width:g}")
         if self.data != "python":
             flags.append(f"--data {self.data}")
+        if self.recipe != "reference":
+            flags.append(f"--recipe {self.recipe}")
+        if self.input_scale is not None:
+            flags.append(f"--input-scale {self.input_scale!r}")
+        if tuple(self.input_size) != DEFAULT_SIZE:
+            flags.append(f"--input-size {self.input_size[0]}x{self.input_size[1]}")
+        if self.voc_dir is not None:
+            flags.append(f"--voc-dir {shlex.quote(self.voc_dir)}")
+        for flag, pairs in (("--train-param", self.train_params),
+                            ("--val-param", self.val_params), ("--solver", self.solver)):
+            flags += [f"{flag} {shlex.quote(f'{k}={_cli_value(v)}')}" for k, v in pairs.items()]
         return f"python -m netgen generate {name} {' '.join(flags)}" if flags else None
 
 
@@ -66,10 +138,13 @@ def header(name: str, options: Options) -> str:
 def build_net(model: Model, phase: str, options: Options = Options()) -> caffe_pb2.NetParameter:
     """The model's net for `phase` ("train" | "val" | "deploy")."""
     net = model.net
-    data = None if phase == "deploy" or options.data == "input" else \
-        model.data_spec(phase, options.num_classes)
+    data = None
+    if phase != "deploy" and options.data != "input":
+        data = model.data_spec(phase, options.num_classes, options.voc_dir)
+        extra = options.train_params if phase == "train" else options.val_params
+        data = replace(data, params={**data.params, **extra})
     common = dict(data=data, width=options.width, heads=model.heads(options.num_classes),
-                  input_size=DEFAULT_SIZE)
+                  input_size=tuple(options.input_size), recipe=options.net_recipe())
     if net.arch == "alexnet":
         (_, channels), = model.inputs
         return ARCHITECTURES["alexnet"](phase, net.stride, in_channels=channels, **common)
@@ -77,11 +152,15 @@ def build_net(model: Model, phase: str, options: Options = Options()) -> caffe_p
                                   first_conv=net.first_conv, **common)
 
 
-def build_solver(model: Model) -> caffe_pb2.SolverParameter:
-    """The reference solver recipe, reading train/val nets beside it."""
+def build_solver(model: Model, options: Options = Options()) -> caffe_pb2.SolverParameter:
+    """The solver of the options' recipe, reading train/val nets beside it."""
     solver = caffe_pb2.SolverParameter(train_net=NET_FILES["train"], test_net=[NET_FILES["val"]])
-    for key, value in model.solver().items():
+    for key, value in model.solver(options.net_recipe()).items():
         assign_proto(solver, key, value, "solver")
+    for key, value in options.solver.items():
+        if key in solver.DESCRIPTOR.fields_by_name:  # replace, not extend, repeated fields
+            solver.ClearField(key)
+        assign_proto(solver, key, value, "--solver")
     return solver
 
 
@@ -92,7 +171,7 @@ def render(model: Model, options: Options = Options()) -> dict[str, str]:
     head = header(model.name, options)
     files = {fname: head + to_prototxt(build_net(model, phase, options))
              for phase, fname in NET_FILES.items()}
-    files[SOLVER_FILE] = head + to_prototxt(build_solver(model))
+    files[SOLVER_FILE] = head + to_prototxt(build_solver(model, options))
     return files
 
 
@@ -120,15 +199,27 @@ def write_folder(folder: Path, files: dict[str, str]) -> None:
 
 
 def generate(name: str, out_dir: str | os.PathLike = "models", num_classes: int | None = None,
-             width: float = 1.0, *, dataset: str | None = None, data: str = "python") -> Path:
+             width: float = 1.0, *, dataset: str | None = None, data: str = "python",
+             recipe: str = "reference", input_scale: float | None = None,
+             input_size: tuple[int, int] = DEFAULT_SIZE, voc_dir: str | None = None,
+             train_params: Mapping[str, Any] | None = None,
+             val_params: Mapping[str, Any] | None = None,
+             solver: Mapping[str, Any] | None = None) -> Path:
     """Write model `name` (e.g. "voc-fcn8s") into out_dir/<name>/ and return that folder.
 
     dataset: put the net on another dataset preset (the folder becomes <dataset>-<net>).
     num_classes / width: change the class count / scale hidden channels (header notes both).
     data: "python" (data layers) or "input" (train/val read Input layers for data and label).
+    recipe: a name in presets.RECIPES ("reference", "scratch"); input_scale replaces its scale.
+    input_size: H, W of the Input layers (deploy, and train/val with data="input").
+    voc_dir: train/val read this VOC-layout folder (relative to the model folder).
+    train_params / val_params: param_str keys set on the train / val data layer.
+    solver: solver fields set after the recipe's (max_iter, base_lr, ...).
+    Every non-default option is written into the header as the command that reproduces it.
     """
     model = resolve(name, dataset)
-    options = Options(num_classes, width, data)
+    options = Options(num_classes, width, data, recipe, input_scale, tuple(input_size), voc_dir,
+                      dict(train_params or {}), dict(val_params or {}), dict(solver or {}))
     files = render(model, options)
     folder = Path(out_dir) / model.name
     write_folder(folder, files)
