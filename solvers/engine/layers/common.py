@@ -1,5 +1,5 @@
-"""Layers that combine or rearrange blobs: InnerProduct, Eltwise, Scale, Bias, Concat, Flatten,
-Reshape, Split, Silence, Softmax, ArgMax, BatchNorm."""
+"""Layers that combine or rearrange blobs: InnerProduct, Eltwise, Scale, Bias, Concat, Slice,
+Tile, Flatten, Reshape, Split, Silence, Softmax, ArgMax, BatchNorm."""
 from __future__ import annotations
 
 import math
@@ -172,6 +172,70 @@ class Concat(Layer):
                 raise self.error(f"bottom shapes {tuple(x.shape)} and {tuple(b.shape)} differ "
                                  f"off axis {axis}")
         return [torch.cat(bottoms, dim=axis)]
+
+
+@register
+class Slice(Layer):
+    """Cut bottom 0 along `axis` (or the legacy `slice_dim`) at `slice_point`s, or into equal
+    parts when none are given; one top per piece."""
+    type = "Slice"
+    tops = (1, None)
+    fields = {"slice_param": frozenset({"axis", "slice_point", "slice_dim"})}
+
+    def __init__(self, lp, ctx):
+        super().__init__(lp, ctx)
+        p = lp.slice_param
+        if p.HasField("axis") and p.HasField("slice_dim"):
+            raise self.error("give slice_param.axis or slice_dim, not both")
+        points = list(p.slice_point)
+        if points and len(points) != len(lp.top) - 1:
+            raise self.error(f"{len(points)} slice_point(s) for {len(lp.top)} tops; "
+                             f"need {len(lp.top) - 1}")
+        if any(b <= a for a, b in zip([0] + points, points)):
+            raise self.error(f"slice_point {points} must be positive and increasing")
+        self.points = points
+
+    def forward(self, bottoms, params, run):
+        x = bottoms[0]
+        p = self.lp.slice_param
+        if p.HasField("slice_dim"):
+            if p.slice_dim >= x.dim():
+                raise self.error(f"slice_dim {p.slice_dim} out of range for a {x.dim()}-axis bottom")
+            axis = p.slice_dim
+        else:
+            axis = self.axis(p.axis, x.dim())
+        size, ntop = x.shape[axis], len(self.lp.top)
+        if self.points:
+            if self.points[-1] >= size:
+                raise self.error(f"slice_point {self.points} does not cut axis {axis} "
+                                 f"(size {size}) into {ntop} non-empty parts")
+            sizes = [b - a for a, b in zip([0] + self.points, self.points + [size])]
+        else:
+            if size % ntop:
+                raise self.error(f"{ntop} tops do not evenly divide axis {axis} (size {size})")
+            sizes = [size // ntop] * ntop
+        return list(torch.split(x, sizes, dim=axis))
+
+
+@register
+class Tile(Layer):
+    """Repeat the block of axes axis..end `tiles` times along `axis` (whole-block copies,
+    as numpy.tile, not element repeats)."""
+    type = "Tile"
+    fields = {"tile_param": frozenset({"axis", "tiles"})}
+
+    def __init__(self, lp, ctx):
+        super().__init__(lp, ctx)
+        p = lp.tile_param
+        if not p.HasField("tiles") or p.tiles <= 0:
+            raise self.error("tile_param.tiles must be set and positive")
+
+    def forward(self, bottoms, params, run):
+        x = bottoms[0]
+        axis = self.axis(self.lp.tile_param.axis, x.dim())
+        reps = [1] * x.dim()
+        reps[axis] = self.lp.tile_param.tiles
+        return [x.repeat(reps)]
 
 
 @register

@@ -1,4 +1,4 @@
-"""Loss and metric layers: SoftmaxWithLoss, EuclideanLoss, Accuracy.
+"""Loss and metric layers: SoftmaxWithLoss, SigmoidCrossEntropyLoss, EuclideanLoss, Accuracy.
 
 The Net runs every layer marked `is_loss` or `full_precision` outside autocast, in at least
 float32, so mixed precision never touches the objective."""
@@ -13,13 +13,14 @@ FULL, VALID, BATCH_SIZE, NONE = range(4)
 NORMALIZATION_NAMES = {FULL: "FULL", VALID: "VALID", BATCH_SIZE: "BATCH_SIZE", NONE: "NONE"}
 
 
-def normalization_mode(loss_param) -> int:
-    """`normalization` if set, else the legacy `normalize` flag (false -> BATCH_SIZE), else VALID."""
+def normalization_mode(loss_param, default: int = VALID) -> int:
+    """`normalization` if set, else the legacy `normalize` flag (false -> BATCH_SIZE), else
+    `default` (VALID for SoftmaxWithLoss; BATCH_SIZE for SigmoidCrossEntropyLoss in Caffe)."""
     if loss_param.HasField("normalization"):
         return loss_param.normalization
     if loss_param.HasField("normalize"):
         return VALID if loss_param.normalize else BATCH_SIZE
-    return VALID
+    return default
 
 
 def _labels(layer: Layer, scores: torch.Tensor, label: torch.Tensor, axis: int):
@@ -92,6 +93,45 @@ class SoftmaxWithLoss(Layer):
         if len(self.lp.top) == 2:
             tops.append(torch.softmax(scores.detach(), dim=axis))
         return tops
+
+
+@register
+class SigmoidCrossEntropyLoss(Layer):
+    """-Σ [t log σ(x) + (1 - t) log(1 - σ(x))] over entries whose target, truncated to an
+    integer, is not ignore_label; divided by max(1, normaliser) with outer = N and inner =
+    values per item: FULL N·inner, VALID the counted entries, BATCH_SIZE N (the default when
+    neither normalization nor normalize is set), NONE 1. Gradient (σ(x) - t) / normaliser."""
+    type = "SigmoidCrossEntropyLoss"
+    bottoms = (2, 2)
+    is_loss = True
+    fields = {"loss_param": frozenset({"ignore_label", "normalization", "normalize"}),
+              "sigmoid_param": frozenset({ENGINE})}
+
+    def __init__(self, lp, ctx):
+        super().__init__(lp, ctx)
+        lossp = lp.loss_param
+        self.ignore = lossp.ignore_label if lossp.HasField("ignore_label") else None
+        self.mode = normalization_mode(lossp, default=BATCH_SIZE)
+
+    def forward(self, bottoms, params, run):
+        x, target = bottoms[0], bottoms[1].detach()
+        if x.numel() != target.numel():
+            raise self.error(f"bottoms {tuple(x.shape)} and {tuple(target.shape)} differ in count")
+        if x.dim() == 0:
+            raise self.error("bottom 0 needs a batch axis")
+        x, target = x.reshape(x.shape[0], -1), target.reshape(x.shape[0], -1).to(x.dtype)
+        # log-likelihood x t - log(1 + e^x), stable for any x, gradient t - σ(x) even at x = 0
+        loglik = x * target - torch.logaddexp(x, torch.zeros((), dtype=x.dtype, device=x.device))
+        if self.ignore is None:
+            valid = torch.ones_like(target, dtype=torch.bool)
+        else:
+            valid = torch.trunc(target) != self.ignore
+            loglik = torch.where(valid, loglik, torch.zeros_like(loglik))
+        outer, inner = x.shape
+        n = {FULL: outer * inner, BATCH_SIZE: outer, NONE: 1}.get(self.mode)
+        norm = (valid.sum().to(x.dtype) if n is None else
+                torch.tensor(float(n), dtype=x.dtype, device=x.device)).clamp_min(1.0)
+        return [-loglik.sum() / norm]
 
 
 @register
