@@ -1,10 +1,10 @@
 """The demo `python solve.py` runs: the whole FCN workflow on synthetic data, on a CPU, in minutes.
 
 1. Synthetic shapes in VOC layout (solvers.data.synthetic) -> <out>/data.
-2. Width-scaled FCN-32s/16s/8s folders from netgen's synthetic preset -> <out>/models, adapted
-   for training from scratch: the data layers read the VOC-layout folder, convolutions get
-   MSRA fillers, the loss is normalised over valid pixels, the solver is Adam (the reference
-   recipes assume ImageNet weights and an unnormalised loss, which cannot start from zero).
+2. Width-scaled FCN-32s/16s/8s folders from netgen's synthetic preset -> <out>/models, in
+   netgen's "scratch" recipe (MSRA trunk, loss normalised over valid pixels, no dropout, a fixed
+   input scale, Adam; the reference recipe assumes ImageNet weights and an unnormalised loss,
+   which cannot start from zero), their data layers reading the VOC-layout folder.
 3. 32s -> 16s -> 8s staged training (solvers.stages), snapshots and metrics.jsonl per stage.
 4. Mean IU per stage against the background-only baseline, and prediction overlays of val
    images -> <out>/overlays; a summary in <out>/summary.json.
@@ -23,8 +23,6 @@ import numpy as np
 
 from netgen.errors import FcnkitError
 from netgen.fileio import write_text_atomic
-from netgen.proto import caffe_pb2
-from netgen.schema import read_net, read_solver, to_prototxt
 
 from .data.base import VOC_MEAN
 from .data.readers import read_index_png, read_rgb
@@ -33,8 +31,8 @@ from .stages import SOLVER_FILE, run_stages
 from .train import TrainResult
 
 STAGES = ("32s", "16s", "8s")
-DATA_MODULE, DATA_LAYER = "solvers.data.layers", "VOCSegDataLayer"
-SCALED = "data_scaled"
+RECIPE = "scratch"  # netgen's from-scratch training recipe
+DATA_DIR = "../../data"  # the VOC-layout folder, as the model folders see it
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,7 @@ class DemoConfig:
     test_every: int = 250     # val scoring interval (and at the end of each stage)
     batch: int = 1
     overlays: int = 8         # val images rendered with predictions
-    input_scale: float = 1 / 64  # mean-subtracted pixels to roughly unit scale
+    input_scale: float = 1 / 64  # mean-subtracted pixels to roughly unit scale (a Scale layer)
     seed: int = 0
     threads: int = 1          # torch CPU threads: nets this small run fastest on one
 
@@ -65,99 +63,28 @@ class DemoConfig:
             raise FcnkitError(f"demo threads must be >= 1, got {self.threads}")
 
 
-def _msra(layer: caffe_pb2.LayerParameter) -> None:
-    conv = layer.convolution_param
-    conv.weight_filler.CopyFrom(caffe_pb2.FillerParameter(type="msra"))
-    conv.bias_filler.CopyFrom(caffe_pb2.FillerParameter(type="constant", value=0))
-
-
-def adapt_net(net: caffe_pb2.NetParameter, split: str | None, config: DemoConfig,
-              data_dir: str) -> caffe_pb2.NetParameter:
-    """From-scratch version of a netgen net: VOC-layout data, the image scaled to about unit
-    range before conv1_1, MSRA trunk, normalised loss.
-
-    Scoring layers keep Caffe's default zero filler (as in the reference nets), and no
-    dropout: at this width it only slows learning.
-    """
-    out = caffe_pb2.NetParameter()
-    out.CopyFrom(net)
-    del out.layer[:]
-    for layer in net.layer:
-        if layer.type == "Dropout":
-            continue
-        layer = _copy_into(out, layer)
-        if layer.name == "conv1_1":
-            layer.bottom[0] = SCALED
-        if layer.type in ("Python", "Input"):
-            _copy_into(out, _input_scale(config.input_scale))
-        if layer.type == "Python":
-            layer.python_param.module, layer.python_param.layer = DATA_MODULE, DATA_LAYER
-            layer.python_param.param_str = repr({
-                "voc_dir": data_dir, "split": split, "mean": VOC_MEAN, "seed": config.seed,
-                "randomize": split == "train", "batch_size": config.batch if split == "train"
-                else 1})
-        elif layer.type == "Input":
-            for shape in layer.input_param.shape:
-                shape.dim[2:] = [config.size, config.size]
-        elif layer.type == "Convolution" and not layer.name.startswith("score"):
-            _msra(layer)
-        elif layer.type == "SoftmaxWithLoss":
-            layer.loss_param.ClearField("normalize")
-            layer.loss_param.normalization = caffe_pb2.LossParameter.VALID
-    return out
-
-
-def _input_scale(value: float) -> caffe_pb2.LayerParameter:
-    """A fixed Scale of the mean-subtracted image (Caffe's transform_param scale, as a layer)."""
-    layer = caffe_pb2.LayerParameter(name="data_scale", type="Scale", bottom=["data"],
-                                     top=[SCALED])
-    layer.scale_param.filler.CopyFrom(caffe_pb2.FillerParameter(type="constant", value=value))
-    layer.param.add(lr_mult=0, decay_mult=0)
-    return layer
-
-
-def _copy_into(net: caffe_pb2.NetParameter, layer: caffe_pb2.LayerParameter):
-    copy = net.layer.add()
-    copy.CopyFrom(layer)
-    return copy
-
-
-def adapt_solver(solver: caffe_pb2.SolverParameter, config: DemoConfig, iters: int,
-                 base_lr: float) -> caffe_pb2.SolverParameter:
-    """Adam at `base_lr`, a snapshot at the end, test_iter covering the val images."""
-    out = caffe_pb2.SolverParameter()
-    out.CopyFrom(solver)
-    out.type = "Adam"
-    out.base_lr = base_lr
-    out.momentum, out.momentum2, out.delta = 0.9, 0.999, 1e-8
-    out.lr_policy = "fixed"
-    out.weight_decay = 1e-5
-    out.iter_size = 1
-    out.max_iter = max(iters, 1)
-    out.snapshot = max(iters, 1)
-    out.display = 50
-    out.test_iter[:] = [config.val]
-    out.random_seed = config.seed
-    return out
+def solver_values(config: DemoConfig, iters: int, base_lr: float) -> dict:
+    """Per-stage solver fields on top of the recipe: rate, length, a snapshot at the end,
+    test_iter covering the val images, the seed."""
+    n = max(iters, 1)
+    return dict(base_lr=base_lr, max_iter=n, snapshot=n, test_iter=config.val,
+                random_seed=config.seed)
 
 
 def make_models(out: Path, config: DemoConfig, iters: Sequence[int],
                 base_lr: Sequence[float]) -> list[Path]:
-    """netgen's synthetic FCN-32s/16s/8s, adapted (see adapt_net); returns the solver files."""
+    """netgen's synthetic FCN-32s/16s/8s in the scratch recipe, reading the VOC-layout data
+    beside `out`; returns the solver files. Each file's header holds the netgen command."""
     from netgen.writer import generate
 
-    solvers = []
-    for stage, n, lr in zip(STAGES, iters, base_lr):
-        folder = generate(f"synthetic-fcn{stage}", out, config.classes + 1, config.width)
-        note = (f"# fcnkit demo: netgen synthetic-fcn{stage} --width {config.width:g}, adapted by "
-                "solvers/demo.py for training from scratch\n")
-        for name, split in (("train", "train"), ("val", "val"), ("deploy", None)):
-            net = adapt_net(read_net(folder / f"{name}.prototxt"), split, config, "../../data")
-            write_text_atomic(folder / f"{name}.prototxt", note + to_prototxt(net))
-        solver = adapt_solver(read_solver(folder / SOLVER_FILE), config, n, lr)
-        write_text_atomic(folder / SOLVER_FILE, note + to_prototxt(solver))
-        solvers.append(folder / SOLVER_FILE)
-    return solvers
+    data = {"seed": config.seed}
+    return [generate(f"synthetic-fcn{stage}", out, config.classes + 1, config.width,
+                     recipe=RECIPE, input_scale=config.input_scale,
+                     input_size=(config.size, config.size), voc_dir=DATA_DIR,
+                     train_params={**data, "batch_size": config.batch},
+                     val_params={**data, "batch_size": 1},
+                     solver=solver_values(config, n, lr)) / SOLVER_FILE
+            for stage, n, lr in zip(STAGES, iters, base_lr)]
 
 
 def val_items(data: Path) -> list[str]:
