@@ -11,6 +11,7 @@ imports). Snapshots and metrics.jsonl go where the solver's snapshot_prefix poin
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +38,9 @@ def build_parser() -> Parser:
     ap.add_argument("--resume", help="continue from a .solverstate")
     ap.add_argument("--stages", help="train stage after stage, e.g. 32s,16s,8s: sibling model "
                     "folders named by stride, each starting from the previous one's weights")
+    ap.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision on the torch "
+                    "backend: nets under autocast, losses and updates in float32 (fp16 with a "
+                    "dynamic loss scale)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     demo = ap.add_argument_group("demo (no model given)")
     demo.add_argument("--demo-dir", help="output folder (default: ./demo)")
@@ -86,8 +90,11 @@ def _train(a) -> int:
                           f"got {len(iters)}")
     if iters is not None and len(iters) == 1:
         iters = iters[0]
+    if a.stages and len(solvers) > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise FcnkitError("--stages under torchrun: run one torchrun per stage, each with "
+                          "--weights set to the previous stage's final caffemodel")
     options = dict(backend=a.backend, gpu=a.gpu, test_every=a.test_every,
-                   progress=not a.quiet)
+                   progress=not a.quiet, amp=a.amp)
     if a.resume:
         from solvers.train import train
 

@@ -55,8 +55,11 @@ def check_gpu(gpu: int | None) -> None:
     """pycaffe cannot tell how many GPUs there are without selecting one: nothing to check."""
 
 
-def make_solver(solver_path: Path, gpu: int | None) -> Any:
+def make_solver(solver_path: Path, gpu: int | None, amp: str | None = None) -> Any:
     """caffe.get_solver on the file (the solver type comes from the prototxt)."""
+    if amp is not None:
+        raise FcnkitError(f"--amp {amp}: mixed precision is an option of the torch backend; "
+                          "pycaffe trains in float32")
     caffe = use_device(gpu)
     return caffe.get_solver(str(solver_path))
 

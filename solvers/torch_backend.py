@@ -6,10 +6,12 @@ to the trained weights.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from netgen.errors import FcnkitError
 
@@ -38,10 +40,29 @@ def check_gpu(gpu: int | None) -> None:
     device(gpu)
 
 
-def make_solver(solver_path: Path, gpu: int | None) -> Any:
+def world_size() -> int:
+    """Processes in this run: torchrun sets WORLD_SIZE; 1 for a plain `python solve.py`."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def join_process_group(gpu: int | None) -> int | None:
+    """Under torchrun, join the process group (nccl on GPUs, gloo on CPUs) and give this
+    process its own GPU: --gpu G means GPUs G, G+1, ... for local ranks 0, 1, ..."""
+    if world_size() == 1:
+        return gpu
+    if gpu is not None:
+        gpu += int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(device(gpu))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if gpu is not None else "gloo")
+    return gpu
+
+
+def make_solver(solver_path: Path, gpu: int | None, amp: str | None = None) -> Any:
+    """The engine's Solver; amp "bf16"/"fp16" runs the nets under autocast (see Solver)."""
     from .engine.solver import Solver
 
-    return Solver(str(solver_path), device=device(gpu))
+    return Solver(str(solver_path), device=device(join_process_group(gpu)), amp=amp)
 
 
 def test_net(solver: Any) -> Any:

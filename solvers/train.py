@@ -106,7 +106,8 @@ def train(solver_path: str | os.PathLike, *, backend: str = "auto",
           weights: str | os.PathLike | None = None, gpu: int | None = None,
           iters: int | None = None, test_every: int | None = None,
           resume: str | os.PathLike | None = None, log_path: str | os.PathLike | None = None,
-          stage: str | None = None, progress: bool = True) -> TrainResult:
+          stage: str | None = None, progress: bool = True,
+          amp: str | None = None) -> TrainResult:
     """Train the solver's net; return where it ended.
 
     backend: "caffe" (pycaffe), "torch" (fcnkit's engine) or "auto" (pycaffe if it imports).
@@ -118,6 +119,10 @@ def train(solver_path: str | os.PathLike, *, backend: str = "auto",
     resume: a .solverstate to continue from (weights and bilinear init are then skipped).
     log_path: metrics JSON lines (default: metrics.jsonl beside the snapshots).
     stage: label written into every metrics record (multi-stage training).
+    amp: "bf16" / "fp16" autocast (torch backend only; losses and updates stay float32).
+
+    Under torchrun (torch backend) every process trains on its share of the data with
+    gradients combined as Caffe's multi-GPU solver does; rank 0 alone tests, logs and snapshots.
     """
     files = read_solver_files(solver_path)
     weights_path = _existing(weights, "weights")
@@ -138,11 +143,11 @@ def train(solver_path: str | os.PathLike, *, backend: str = "auto",
                           f"{e.strerror}") from None
     with run_in(files.path.parent):
         return _train(files, module, weights_path, resume_path, gpu, iters, test_every,
-                      MetricsLog(log_file), stage, progress)
+                      MetricsLog(log_file), stage, progress, amp)
 
 
 @contextlib.contextmanager
-def _snapshot_on_interrupt(solver: Any) -> Iterator[None]:
+def _snapshot_on_interrupt(solver: Any, root: bool) -> Iterator[None]:
     """Ctrl-C stops training with a snapshot to resume from (Caffe's SIGINT "stop" effect).
 
     The engine turns the signal into a request honoured between iterations (so the weights
@@ -154,18 +159,21 @@ def _snapshot_on_interrupt(solver: Any) -> Iterator[None]:
         try:
             yield
         except KeyboardInterrupt:
-            tqdm.write(f"interrupted at iteration {solver.iter}: writing a snapshot to resume "
-                       "from")
-            solver.snapshot()
+            if root:
+                tqdm.write(f"interrupted at iteration {solver.iter}: writing a snapshot to "
+                           "resume from")
+                solver.snapshot()
             raise
 
 
 def _train(files: SolverFiles, module: ModuleType, weights: Path | None, resume: Path | None,
            gpu: int | None, iters: int | None, test_every: int | None, log: MetricsLog,
-           stage: str | None, progress: bool) -> TrainResult:
+           stage: str | None, progress: bool, amp: str | None) -> TrainResult:
     param = files.param
     start_time = time.perf_counter()
-    solver = module.make_solver(files.path, gpu)
+    solver = module.make_solver(files.path, gpu, amp)
+    root = getattr(solver, "rank", 0) == 0  # data-parallel runs: rank 0 tests, logs, snapshots
+    progress = progress and root
     if resume is not None:
         solver.restore(str(resume))
     else:
@@ -174,7 +182,7 @@ def _train(files: SolverFiles, module: ModuleType, weights: Path | None, resume:
     todo = max(param.max_iter - start, 0) if iters is None else iters
     end = start + todo
     test_heads = heads(files.test_net) if files.test_net is not None else []
-    testing = test_every != 0 and bool(test_heads)
+    testing = test_every != 0 and bool(test_heads) and root
     period = param.snapshot if test_every is None else test_every  # 0: only at the end
     test_net = module.test_net(solver) if testing else None
     train_loss = loss_tops(files.train_net)
@@ -189,18 +197,19 @@ def _train(files: SolverFiles, module: ModuleType, weights: Path | None, resume:
         nonlocal scores
         scores = seg_test(test_net, test_heads, param.test_iter[0], test_loss, progress)
         for head, m in scores.items():
-            log.write({**scores_record(base, head, m), "iter": it, "elapsed_s": elapsed()})
+            write({**scores_record(base, head, m), "iter": it, "elapsed_s": elapsed()})
             tqdm.write(f"[{stage or files.path.parent.name}] iter {it} {head}: "
                        f"mean IU {100 * m['mean_iu']:.2f}  pixel acc {100 * m['pixel_acc']:.2f}"
                        f"  mean acc {100 * m['mean_acc']:.2f}  fw IU {100 * m['fw_iu']:.2f}")
 
-    log.write({**base, "phase": "start", "iter": start, "backend": module.NAME,
+    write = log.write if root else (lambda record: None)
+    write({**base, "phase": "start", "iter": start, "backend": module.NAME,
                "from": str(resume or weights or "scratch"), "elapsed_s": elapsed()})
     recent: deque[float] = deque(maxlen=max(param.average_loss, 10))
     step_state = sum(1 for v in param.stepvalue if v < start)  # multistep's position
     bar = tqdm(total=todo, desc=stage or files.path.parent.name, unit="it",
                disable=not progress, dynamic_ncols=True)
-    with bar, _snapshot_on_interrupt(solver):
+    with bar, _snapshot_on_interrupt(solver, root):
         for it in range(start, end):
             rate, step_state = learning_rate(param, it, step_state)
             solver.step(1)
@@ -216,13 +225,13 @@ def _train(files: SolverFiles, module: ModuleType, weights: Path | None, resume:
             bar.update(1)
             done = it + 1
             if done == end or (param.display and done % param.display == 0):
-                log.write({**base, "phase": "train", "iter": done, "loss": loss, "lr": rate,
+                write({**base, "phase": "train", "iter": done, "loss": loss, "lr": rate,
                            "elapsed_s": elapsed()})
             if testing and period and done % period == 0 and done != end:
                 run_test(done)
     if testing:
         run_test(end)
-    if not (param.snapshot and end > start and end % param.snapshot == 0):
+    if root and not (param.snapshot and end > start and end % param.snapshot == 0):
         solver.snapshot()  # the solver itself snapshots at its interval
     return TrainResult(module.NAME, end, files.weights_file(end), files.state_file(end),
                        log.path, scores, elapsed())

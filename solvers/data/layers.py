@@ -11,7 +11,11 @@ The reference module names (voc_layers.VOCSegDataLayer, ...) resolve to the same
 """
 from __future__ import annotations
 
+import itertools
+import sys
 from pathlib import Path
+from typing import Iterator
+
 import numpy as np
 
 from netgen.errors import FcnkitError
@@ -34,11 +38,27 @@ except ImportError:
         param_str: str = ""
 
 
+def _process_group() -> tuple[int, int]:
+    """(rank, world size) of a torch.distributed run already set up (torchrun + solve.py);
+    (0, 1) otherwise, without importing torch for real Caffe."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard(order: Iterator[int], rank: int, world: int) -> Iterator[int]:
+    """Every world-th item of the shared order, starting at rank: W processes with batch 1 see
+    what one process with iter_size W sees, in the same order."""
+    return itertools.islice(order, rank, None, world)
+
+
 class SegDataLayer(_LayerBase):
     """A data layer: no bottoms, one top per dataset top; loads in reshape, emits in forward.
 
     Each forward emits batch_size items in the reference order (see base.IndexOrder); the
-    batch is read once per forward even though Caffe calls reshape more than once.
+    batch is read once per forward even though Caffe calls reshape more than once. In a
+    data-parallel run each process takes its own share of that order (see `shard`).
     """
 
     DATASET: type[SegDataset] = SegDataset
@@ -52,7 +72,7 @@ class SegDataLayer(_LayerBase):
         if len(top) != len(tops):
             raise FcnkitError(f"{name}: needs {len(tops)} tops ({', '.join(tops)}), "
                               f"got {len(top)}")
-        self._order = self.dataset.order()
+        self._order = shard(self.dataset.order(), *_process_group())
         self._batch: dict[str, np.ndarray] | None = None
 
     def reshape(self, bottom, top) -> None:
