@@ -81,6 +81,46 @@ CASES = {
         layer { name: "r" type: "TanH" bottom: "a" top: "r" }
         layer { name: "b" type: "Convolution" bottom: "r" top: "out"
             param { name: "w" } param { name: "b" } convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }''',
+    "elementwise": '''layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 4 kernel_size: 1 } }
+        layer { name: "a" type: "AbsVal" bottom: "c" top: "a" }
+        layer { name: "p" type: "Power" bottom: "a" top: "p" power_param { power: 1.5 scale: 0.5 shift: 0.25 } }
+        layer { name: "l" type: "Log" bottom: "p" top: "l" log_param { base: 3 scale: 2 shift: 0.5 } }
+        layer { name: "b" type: "BNLL" bottom: "c" top: "b" }
+        layer { name: "e" type: "Exp" bottom: "b" top: "e" exp_param { base: 2 scale: -0.5 shift: 0.5 } }
+        layer { name: "u" type: "ELU" bottom: "c" top: "u" elu_param { alpha: 0.7 } }
+        layer { name: "s" type: "Swish" bottom: "c" top: "s" swish_param { beta: 1.5 } }
+        layer { name: "k" type: "Clip" bottom: "s" top: "k" clip_param { min: -0.2 max: 0.6 } }
+        layer { name: "t" type: "Threshold" bottom: "c" top: "t" threshold_param { threshold: 0.1 } }
+        layer { name: "out" type: "Eltwise" bottom: "l" bottom: "e" bottom: "u" bottom: "k" bottom: "t" top: "out" }''',
+    "prelu": '''layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 3 kernel_size: 1 } }
+        layer { name: "p" type: "PReLU" bottom: "c" top: "p" }
+        layer { name: "q" type: "PReLU" bottom: "data" top: "q" prelu_param { channel_shared: true } }
+        layer { name: "qc" type: "Convolution" bottom: "q" top: "qc" convolution_param { num_output: 3 kernel_size: 1 } }
+        layer { name: "out" type: "Eltwise" bottom: "p" bottom: "qc" top: "out" eltwise_param { operation: PROD } }''',
+    "slice_tile": '''layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 4 kernel_size: 1 } }
+        layer { name: "s" type: "Slice" bottom: "c" top: "s1" top: "s2" top: "s3" slice_param { axis: 2 slice_point: 2 slice_point: 3 } }
+        layer { name: "h" type: "Slice" bottom: "c" top: "h1" top: "h2" slice_param { slice_dim: 1 } }
+        layer { name: "t" type: "Tile" bottom: "s2" top: "t" tile_param { axis: 2 tiles: 2 } }
+        layer { name: "m" type: "Eltwise" bottom: "t" bottom: "s1" top: "m" eltwise_param { operation: PROD } }
+        layer { name: "ht" type: "Tile" bottom: "h2" top: "ht" tile_param { axis: -1 tiles: 2 } }
+        layer { name: "hr" type: "Reshape" bottom: "ht" top: "hr" reshape_param { shape { dim: 0 dim: 4 dim: 7 dim: -1 } } }
+        layer { name: "hs" type: "Slice" bottom: "hr" top: "hs1" top: "hs2" slice_param { axis: 2 slice_point: 6 } }
+        layer { name: "cat" type: "Concat" bottom: "m" bottom: "s3" top: "cat" concat_param { axis: 2 } }
+        layer { name: "silence" type: "Silence" bottom: "h1" bottom: "hs2" }
+        layer { name: "out" type: "Eltwise" bottom: "cat" bottom: "hs1" top: "out" }''',
+    "reduction": '''layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 4 kernel_size: 1 } }
+        layer { name: "r1" type: "Reduction" bottom: "c" top: "r1" reduction_param { axis: 2 coeff: 0.5 } }
+        layer { name: "r2" type: "Reduction" bottom: "c" top: "r2" reduction_param { operation: ASUM axis: -2 } }
+        layer { name: "r3" type: "Reduction" bottom: "c" top: "r3" reduction_param { operation: SUMSQ axis: 2 coeff: -0.25 } }
+        layer { name: "r4" type: "Reduction" bottom: "c" top: "r4" reduction_param { operation: MEAN axis: 2 coeff: 3 } }
+        layer { name: "p" type: "Eltwise" bottom: "r1" bottom: "r2" top: "p" eltwise_param { operation: PROD } }
+        layer { name: "out" type: "Eltwise" bottom: "p" bottom: "r3" bottom: "r4" top: "out" }''',
+    "mvn": '''layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 4 kernel_size: 1 } }
+        layer { name: "m1" type: "MVN" bottom: "c" top: "m1" }
+        layer { name: "m2" type: "MVN" bottom: "c" top: "m2" mvn_param { across_channels: true } }
+        layer { name: "m3" type: "MVN" bottom: "c" top: "m3" mvn_param { normalize_variance: false } }
+        layer { name: "p" type: "Eltwise" bottom: "m1" bottom: "m3" top: "p" eltwise_param { operation: PROD } }
+        layer { name: "out" type: "Eltwise" bottom: "p" bottom: "m2" top: "out" eltwise_param { operation: PROD } }''',
 }
 # the two-bottom Scale multiplies by a computed blob (g: N x 4)
 CASES["scale_two_bottoms"] += '''
@@ -169,4 +209,21 @@ def test_softmax_loss_gradient_matches_central_differences(normalization):
     label[rng.random(label.shape) < 0.3] = 255
     net.blobs["data"].data[...] = rng.normal(size=DATA)
     net.blobs["label"].data[...] = label
+    assert check(net, rng) >= 6
+
+
+@pytest.mark.parametrize("normalization", ["", "normalization: FULL", "normalization: VALID",
+                                           "normalization: NONE", "normalize: true"])
+def test_sigmoid_cross_entropy_gradient_matches_central_differences(normalization):
+    text = (_input("data", DATA) + _input("target", DATA) + f'''
+        layer {{ name: "c" type: "Convolution" bottom: "data" top: "score" convolution_param {{ num_output: 4 kernel_size: 3 pad: 1 }} }}
+        layer {{ name: "loss" type: "SigmoidCrossEntropyLoss" bottom: "score" bottom: "target" top: "loss"
+          loss_weight: 1.5 loss_param {{ ignore_label: -1 {normalization} }} }}''')
+    net = double(text)
+    randomize(net, seed=3)
+    rng = np.random.default_rng(5)
+    target = rng.random(DATA)                     # soft targets in [0, 1) truncate to 0
+    target[rng.random(DATA) < 0.3] = -1           # ignored
+    net.blobs["data"].data[...] = rng.normal(size=DATA)
+    net.blobs["target"].data[...] = target
     assert check(net, rng) >= 6
