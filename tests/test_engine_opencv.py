@@ -5,7 +5,10 @@ caffemodel, read by OpenCV and run at several input sizes, odd ones included so 
 Caffe's ceil-mode pooling and its pad clip rule are exercised. Every blob OpenCV can report
 must agree to a relative error below 1e-4.
 Known OpenCV gaps, checked against numpy elsewhere instead: LRN's `k` (OpenCV ignores it),
-deconvolution dilation, Bias and ArgMax layers (not implemented there).
+deconvolution dilation, Bias and ArgMax layers (not implemented there); Log's base/scale/shift
+and Swish's beta (ignored there); MVN's eps (OpenCV adds it under the square root, Caffe after
+it); Slice without slice_point and channel-shared PReLU (OpenCV fails to load them); Threshold,
+Clip, Tile and Reduction (no Caffe import there).
 """
 from __future__ import annotations
 
@@ -89,6 +92,25 @@ layer { name: "cropx" type: "Crop" bottom: "conv1" bottom: "gp" top: "cropx"
   crop_param { axis: 1 offset: 0 offset: 1 offset: 2 } }
 ''', (2, 3, 9, 8))
 
+# Elementwise layers and MVN, each reading a conv output of both signs (Log reads a
+# positive Power output); PReLU slopes are random, of both signs.
+NEURONS = with_input('''
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 6 kernel_size: 3 pad: 1 } }
+layer { name: "abs" type: "AbsVal" bottom: "conv1" top: "abs" }
+layer { name: "bnll" type: "BNLL" bottom: "conv1" top: "bnll" }
+layer { name: "pow" type: "Power" bottom: "abs" top: "pow" power_param { power: 1.5 scale: 0.5 shift: 1 } }
+layer { name: "pow2" type: "Power" bottom: "conv1" top: "pow2" power_param { power: 2 scale: -1.5 shift: 0.25 } }
+layer { name: "exp" type: "Exp" bottom: "conv1" top: "exp" exp_param { base: 2 scale: 0.5 shift: -1 } }
+layer { name: "expe" type: "Exp" bottom: "conv1" top: "expe" }
+layer { name: "log" type: "Log" bottom: "pow" top: "log" }
+layer { name: "elu" type: "ELU" bottom: "conv1" top: "elu" elu_param { alpha: 0.7 } }
+layer { name: "prelu" type: "PReLU" bottom: "conv1" top: "prelu" }
+layer { name: "swish" type: "Swish" bottom: "conv1" top: "swish" }
+layer { name: "mvn" type: "MVN" bottom: "conv1" top: "mvn" }
+layer { name: "mvn_across" type: "MVN" bottom: "conv1" top: "mvn_across" mvn_param { across_channels: true } }
+layer { name: "mvn_mean" type: "MVN" bottom: "conv1" top: "mvn_mean" mvn_param { normalize_variance: false } }
+''', (2, 3, 9, 8))
+
 # OpenCV fuses BatchNorm into the following Scale, so it cannot report bn1 alone.
 FUSED = {"bn1"}
 
@@ -96,6 +118,7 @@ CASES = {
     "alex": (ALEX, [(1, 3, 35, 35), (1, 3, 20, 20), (2, 3, 27, 31), (1, 3, 16, 17)]),
     "branches": (BRANCHES, [(1, 3, 24, 24), (1, 3, 17, 23), (2, 3, 31, 9)]),
     "heads": (HEADS, [(2, 3, 9, 8)]),
+    "neurons": (NEURONS, [(2, 3, 9, 8), (1, 3, 5, 11)]),
 }
 
 
@@ -156,3 +179,26 @@ def test_cv_sanity_catches_a_wrong_weight(tmp_path):
     ours = net.forward(data=x)["crop"]
     cvnet.setInput(x)
     assert rel_error(ours, cvnet.forward("crop")) > 1e-3
+
+
+def test_slice_tops_match_opencv(tmp_path):
+    """Every top of a multi-top Slice (OpenCV reports them together for the layer)."""
+    text = with_input('''
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 5 kernel_size: 1 } }
+layer { name: "cut" type: "Slice" bottom: "conv1" top: "a" top: "b" top: "c" slice_param { slice_point: 1 slice_point: 3 } }
+layer { name: "rows" type: "Slice" bottom: "conv1" top: "r1" top: "r2" slice_param { axis: -2 slice_point: 4 } }
+''', (2, 3, 7, 6))
+    torch.manual_seed(0)
+    net = Net(net_param(text), "TEST")
+    randomize(net, seed=8)
+    cvnet = opencv_net(net, text, tmp_path)
+    x = np.random.default_rng(9).normal(size=(2, 3, 7, 6)).astype(np.float32)
+    net.forward(data=x)
+    cvnet.setInput(x)
+    refs = cvnet.forwardAndRetrieve(["cut", "rows"])
+    for tops, ref in zip((["a", "b", "c"], ["r1", "r2"]), refs):
+        assert len(ref) == len(tops)
+        for top, r in zip(tops, ref):
+            assert net.blobs[top].shape == r.shape, top
+            assert rel_error(net.blobs[top].data, r) < 1e-6, top
+    assert [net.blobs[t].shape[1] for t in "abc"] == [1, 2, 2]
