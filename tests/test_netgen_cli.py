@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from netgen.cli import main
-from netgen.presets import DEFAULT_SET, NETS
+from netgen.presets import DEFAULT_SET, NETS, RECIPES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,6 +61,15 @@ def test_no_arguments_writes_the_default_set(tmp_path):
     (["--width", "nan"], ["--width must be a positive number"]),
     (["--dataset", "mnist"], ["argument --dataset: invalid choice: 'mnist'"]),
     (["--data", "lmdb"], ["argument --data: invalid choice: 'lmdb'"]),
+    (["--recipe", "fast"], ["argument --recipe: invalid choice: 'fast'", "'scratch'"]),
+    (["--input-scale", "0"], ["--input-scale must be a positive number"]),
+    (["--input-size", "0x5"], ["argument --input-size", "expected HxW"]),
+    (["--solver", "max_iter"], ["argument --solver: expected KEY=VALUE"]),
+    (["--solver", "max_iters=5"], ["--solver: SolverParameter has no option 'max_iters'"]),
+    (["--solver", "lr_policy=5"], ["--solver.lr_policy: bad value 5"]),
+    (["--train-param", "=1"], ["argument --train-param: expected KEY=VALUE"]),
+    (["--voc-dir", "d", "--data", "input"], ["not with --data input"]),
+    (["--dataset", "siftflow", "--voc-dir", "d"], ["--voc-dir: siftflow-fcn8s reads several"]),
 ])
 def test_bad_generate_options(tmp_path, args, fragments):
     assert_user_error(netgen("generate", "voc-fcn8s", "--out", tmp_path / "out", *args), *fragments)
@@ -110,6 +119,28 @@ def test_list_names_models_nets_and_datasets():
     for word in (*DEFAULT_SET, *NETS, "pascalcontext", "cityscapes", "kitti-road", "synthia"):
         assert word in r.stdout
     assert "* voc-fcn8s-atonce" in r.stdout
+    recipes = r.stdout.split("recipes (--recipe):")[1].splitlines()[1:]
+    assert [line.split()[0] for line in recipes] == list(RECIPES)
+
+
+def test_generate_with_the_scratch_recipe(tmp_path):
+    r = netgen("generate", "synthetic-fcn32s", "--recipe", "scratch", "--width", "0.0625",
+               "--voc-dir", "../../data", "--input-size", "128x128", "--train-param", "seed=0",
+               "--solver", "max_iter=1500", "--solver", "snapshot=1500", "--out", tmp_path)
+    assert r.returncode == 0, r.stderr
+    folder = tmp_path / "synthetic-fcn32s"
+    train = (folder / "train.prototxt").read_text(encoding="utf-8")
+    assert "# options: python -m netgen generate synthetic-fcn32s --width 0.0625 --recipe " \
+           "scratch --input-size 128x128 --voc-dir ../../data --train-param seed=0 --solver " \
+           "max_iter=1500 --solver snapshot=1500\n" in train
+    for fragment in ('name: "data_scale"', 'bottom: "data_scaled"', 'type: "msra"',
+                     "normalization: VALID", 'layer: "VOCSegDataLayer"', r"\'seed\': 0"):
+        assert fragment in train
+    assert "Dropout" not in train
+    assert "dim: 128" in (folder / "deploy.prototxt").read_text(encoding="utf-8")
+    solver = (folder / "solver.prototxt").read_text(encoding="utf-8")
+    for fragment in ('type: "Adam"', "base_lr: 0.001", "max_iter: 1500", "snapshot: 1500"):
+        assert fragment in solver
 
 
 def test_help_describes_every_command():
@@ -118,7 +149,8 @@ def test_help_describes_every_command():
     for word in ("generate", "list", "explain", "models/"):
         assert word in r.stdout
     r = netgen("generate", "--help")
-    for word in ("--classes", "--dataset", "--width", "--out", "--data", "voc-fcn8s"):
+    for word in ("--classes", "--dataset", "--width", "--out", "--data", "voc-fcn8s",
+                 "--recipe", "--voc-dir", "--solver", "--train-param", "--input-size"):
         assert word in r.stdout
 
 
