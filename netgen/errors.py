@@ -5,15 +5,23 @@ anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
-from typing import Callable, TypeVar
+from typing import Callable, NoReturn, TypeVar
 
 F = TypeVar("F", bound=Callable[..., int | None])
 
 
 class FcnkitError(Exception):
     """A problem with the user's input: message says what and where (file:line, layer, option)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage mistakes are user errors too: one line under cli_entry, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise FcnkitError(f"{message} (see {self.prog} --help)")
 
 
 def cli_entry(main: F) -> F:

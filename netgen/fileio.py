@@ -10,6 +10,20 @@ from typing import IO, Iterator
 from .errors import FcnkitError
 
 
+def check_writable(path: str | os.PathLike) -> Path:
+    """The folder `path` would be written in; FcnkitError if it is missing or `path` is a folder.
+
+    CLIs call it before long work so a bad output path fails first, not after minutes.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise FcnkitError(f"{path}: folder {folder} does not exist")
+    if path.is_dir():
+        raise FcnkitError(f"{path}: is a folder; give a file name")
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temp file beside `path`; rename it over `path` only if the block succeeds.
@@ -17,9 +31,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     A missing or unwritable folder is reported as FcnkitError naming the path.
     """
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise FcnkitError(f"{path}: folder {folder} does not exist")
+    folder = check_writable(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     except OSError as e:
