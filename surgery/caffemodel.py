@@ -402,6 +402,19 @@ def save_weights(path: str | os.PathLike, weights: Weights, *,
         _encode_net(f, header, layers, legacy, weights.legacy)
 
 
+def check_layers_in(weights: Weights, net: caffe_pb2.NetParameter, where: str = "") -> None:
+    """FcnkitError unless every weights layer has a definition in `net` to be written with.
+
+    where: how to name the net in the message (its file); default: its name.
+    """
+    names = {layer.name for layer in net.layer} | {layer.name for layer in net.layers}
+    missing = [name for name in weights if name not in names]
+    if missing:
+        where = where or (f"net {net.name!r}" if net.name else "the net definition")
+        raise FcnkitError(f"{where}: no layer named {', '.join(map(repr, missing))} for the "
+                          "weights to go in (a net definition must have every weights layer)")
+
+
 def _layer_records(weights: Weights, net: caffe_pb2.NetParameter | None, legacy: bool):
     """(header NetParameter, [(layer message without blobs, arrays)]) in writing order."""
     if net is None:
@@ -424,11 +437,7 @@ def _layer_records(weights: Weights, net: caffe_pb2.NetParameter | None, legacy:
     header.ClearField("layer")
     header.ClearField("layers")
     layers = net.layers if legacy else net.layer
-    names = {layer.name for layer in layers}
-    missing = [name for name in weights if name not in names]
-    if missing:
-        raise FcnkitError(f"net {net.name!r} has no layer named {', '.join(map(repr, missing))} "
-                          "for the weights to go in")
+    check_layers_in(weights, net)
     records = []
     for layer in layers:
         layer.ClearField("blobs")
@@ -495,12 +504,8 @@ def _save_hdf5(path: Path, weights: Weights, net: caffe_pb2.NetParameter | None)
 
     names = list(weights)
     if net is not None:
-        net_names = [layer.name for layer in upgrade_net(net).layer]
-        missing = [n for n in names if n not in net_names]
-        if missing:
-            raise FcnkitError(f"net {net.name!r} has no layer named "
-                              f"{', '.join(map(repr, missing))} for the weights to go in")
-        names = list(dict.fromkeys(net_names))
+        check_layers_in(weights, net)
+        names = list(dict.fromkeys(layer.name for layer in upgrade_net(net).layer))
     with atomic_write(path, "w+b") as f:
         with h5py.File(f, "w", track_order=True) as h5:
             data = h5.create_group("data", track_order=True)

@@ -1,22 +1,26 @@
 """`python -m surgery`: inspect, convert and operate on caffemodels from the shell.
 
-Subcommands: info, convert, transplant, interp, expand-score, stage-init. Every output is
-written atomically after all checks passed; a user error prints one line and exits 2.
+Subcommands: info, convert, transplant, interp, expand-score, stage-init. Every output path is
+checked before the work starts and written atomically; a user error prints one line, exit 2.
 """
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
 from pathlib import Path
 
-from netgen.errors import FcnkitError, cli_entry
+from netgen.errors import ArgumentParser, FcnkitError, cli_entry
+from netgen.fileio import check_writable
 from netgen.proto import caffe_pb2
 from netgen.schema import read_net
 
-from .caffemodel import Weights, load_weights, save_weights
+from .caffemodel import Weights, check_layers_in, load_weights, save_weights
 from .classifiers import detect
 from .fillers import Filler
 from .interp import interp
+from .legacy import downgrade_net
 from .score_expand import expand_score
 from .stage import stage_init
 from .transplant import transplant
@@ -26,6 +30,16 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TARGETS = {"vgg16": ("voc-fcn32s", "fcn_vgg16"), "caffenet": ("voc-fcn-alexnet",
                                                                        "fcn_alexnet")}
 FAMILY_NAMES = {"vgg16": "VGG16", "vgg19": "VGG19", "caffenet": "CaffeNet/AlexNet"}
+DESCRIPTION = """\
+Inspect, convert and operate on Caffe weights (binary .caffemodel, legacy V1 or current, and
+HDF5 .caffemodel.h5) with numpy alone, no compiled Caffe.
+
+examples:
+  python -m surgery info VGG_ILSVRC_16_layers.caffemodel
+  python -m surgery transplant VGG_ILSVRC_16_layers.caffemodel --out vgg16-fcn32s.caffemodel
+  python -m surgery stage-init fcn32s.caffemodel --net models/voc-fcn16s/train.prototxt \\
+      --out fcn16s-init.caffemodel
+  python -m surgery convert fcn8s.caffemodel fcn8s.caffemodel.h5"""
 
 
 def _format_for(path: str, given: str | None) -> str:
@@ -69,8 +83,11 @@ def _info(args) -> None:
 
 
 def _convert(args) -> None:
+    check_writable(args.output)
     weights = load_weights(args.input)
     net = read_net(args.net) if args.net else None
+    if net is not None:  # what save_weights would refuse, named by file, before any write
+        check_layers_in(weights, downgrade_net(net) if args.legacy else net, args.net)
     fmt = _format_for(args.output, args.format)
     save_weights(args.output, weights, net=net, format=fmt, legacy=args.legacy)
     what = "legacy V1 binary" if args.legacy else ("HDF5" if fmt == "hdf5" else "binary")
@@ -101,13 +118,43 @@ def _default_out(source: str, target: str) -> Path:
     return src.with_name(f"{stem}-{tag}.caffemodel")
 
 
-def _input_channels(args) -> int:
-    if args.input_channels < 1:
-        raise FcnkitError(f"--input-channels must be positive, not {args.input_channels}")
-    return args.input_channels
+def _channels(text: str) -> int | dict[str, int]:
+    """--input-channels: N for every data layer's image top, or TOP=N,... per top."""
+    pairs = [part.partition("=") for part in text.split(",")]
+    try:
+        if len(pairs) == 1 and not pairs[0][1]:
+            values = {"": int(text)}
+        else:
+            values = {top.strip(): int(n) for top, eq, n in pairs if eq and top.strip()}
+            if len(values) != len(pairs):
+                raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or TOP=N,TOP=N (e.g. color=3,hha=3), "
+                                         f"not {text!r}") from None
+    if min(values.values()) < 1:
+        raise argparse.ArgumentTypeError(f"channels must be positive, not {text!r}")
+    return values[""] if "" in values else values
+
+
+def _seed(text: str) -> int:
+    if not re.fullmatch(r"\d+", text.strip()):
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, not {text!r}")
+    return int(text)
+
+
+def _std(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, not {text!r}")
+    return value
 
 
 def _transplant(args) -> None:
+    if args.out:
+        check_writable(args.out)
     source = load_weights(args.source)
     family = detect(source)
     print(f"source: {args.source} ({_describe(source)}; "
@@ -119,7 +166,7 @@ def _transplant(args) -> None:
         net, target = _default_target(family)
     print(f"target: {target}")
     weights, report = transplant(net, source, args.suffix, args.seed,
-                                 input_channels=_input_channels(args))
+                                 input_channels=args.input_channels)
     if not report.by_action("copied") and not report.by_action("coerced"):
         raise FcnkitError(f"no layer of {args.source} matches a layer of {target} by name"
                           + (f" with suffix {args.suffix!r}" if args.suffix else ""))
@@ -129,6 +176,7 @@ def _transplant(args) -> None:
         if upsamplers:
             print(f"bilinear upsampling set in: {', '.join(upsamplers)}")
     out = Path(args.out) if args.out else _default_out(args.source, target)
+    check_writable(out)
     save_weights(out, weights, format=_format_for(str(out), args.format))
     print(f"wrote {out}")
 
@@ -136,6 +184,7 @@ def _transplant(args) -> None:
 def _interp(args) -> None:
     if not args.layer and not args.net:
         raise FcnkitError("give the layers to set (--layer NAME ...) or a net (--net)")
+    check_writable(args.out)
     weights = load_weights(args.model)
     done = interp(weights, read_net(args.net) if args.net else args.layer)
     save_weights(args.out, weights, format=_format_for(args.out, args.format))
@@ -143,6 +192,7 @@ def _interp(args) -> None:
 
 
 def _expand_score(args) -> None:
+    check_writable(args.out)
     weights = load_weights(args.model)
     filler = Filler(type="gaussian", std=args.std) if args.std else None
     for layer in args.layer:
@@ -154,9 +204,10 @@ def _expand_score(args) -> None:
 
 
 def _stage_init(args) -> None:
+    check_writable(args.out)
     source = load_weights(args.source)
     weights, report = stage_init(source, read_net(args.net), seed=args.seed,
-                                 input_channels=_input_channels(args))
+                                 input_channels=args.input_channels)
     print(report)
     save_weights(args.out, weights, format=_format_for(args.out, args.format))
     print(f"wrote {args.out}")
@@ -167,65 +218,102 @@ def _add_format(p: argparse.ArgumentParser) -> None:
                    help="output format (default: hdf5 for .h5 names, else binary)")
 
 
+def _add_seed(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--seed", type=_seed, default=0, metavar="N",
+                   help=f"seed of the random fillers for {what} (default 0)")
+
+
+def _add_channels(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input-channels", type=_channels, default=3, metavar="N|TOP=N,...",
+                   help="channels of data-layer tops whose shape the prototxt omits: N for the "
+                        "first top of each data layer (default 3; later tops count as 1-channel "
+                        "labels), or per top, e.g. color=3,hha=3")
+
+
 def _transplant_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", help="classifier caffemodel (binary, V1 or HDF5)")
-    p.add_argument("--net", help="target deploy prototxt (default: the VOC FCN-32s, or "
-                                 "FCN-AlexNet for a CaffeNet/AlexNet source)")
-    p.add_argument("--out", help="output caffemodel (default: <source>-<target>.caffemodel)")
-    p.add_argument("--suffix", default="", help="target name = source name + suffix")
-    p.add_argument("--seed", type=int, default=0, help="seed of the fillers for new layers")
-    p.add_argument("--input-channels", type=int, default=3,
-                   help="channels of data layers whose shape the prototxt omits (default 3)")
+    p.add_argument("source", metavar="SOURCE",
+                   help="classifier caffemodel (binary current or legacy V1, or HDF5)")
+    p.add_argument("--net", metavar="PROTOTXT",
+                   help="target net (default: models/voc-fcn32s/deploy.prototxt, or "
+                        "models/voc-fcn-alexnet/deploy.prototxt for a CaffeNet/AlexNet source)")
+    p.add_argument("--out", metavar="FILE",
+                   help="output caffemodel (default: <source>-<target>.caffemodel beside the "
+                        "source)")
+    p.add_argument("--suffix", default="", metavar="S",
+                   help="copy source layer NAME into target layer NAME+S (e.g. color for NYUD)")
+    _add_seed(p, "target layers the source does not fill")
+    _add_channels(p)
     p.add_argument("--no-interp", action="store_true",
                    help="leave Deconvolution layers at their filler instead of bilinear")
     _add_format(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m surgery", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = ArgumentParser(prog="python -m surgery", description=DESCRIPTION,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("info", help="layers, blob shapes and parameter counts of a caffemodel")
-    p.add_argument("model")
+    p = sub.add_parser("info", help="layers, blob shapes and parameter counts of a caffemodel",
+                       description="List the layers, blob shapes and parameter counts of a "
+                                   "caffemodel or .caffemodel.h5, and name the classifier it "
+                                   "looks like.")
+    p.add_argument("model", metavar="MODEL", help="caffemodel or .caffemodel.h5")
     p.set_defaults(run=_info)
 
-    p = sub.add_parser("convert", help="binary <-> HDF5, legacy V1 <-> current format")
-    p.add_argument("input")
-    p.add_argument("output")
+    p = sub.add_parser("convert", help="binary <-> HDF5, legacy V1 <-> current format",
+                       description="Rewrite weights in another format; arrays stay "
+                                   "bit-identical.")
+    p.add_argument("input", metavar="INPUT", help="caffemodel or .caffemodel.h5 to read")
+    p.add_argument("output", metavar="OUTPUT", help="file to write")
     p.add_argument("--legacy", action="store_true", help="write the legacy V1 binary format")
-    p.add_argument("--net", help="layer definitions to write along (prototxt)")
+    p.add_argument("--net", metavar="PROTOTXT",
+                   help="layer definitions to write along; must have every weights layer")
     _add_format(p)
     p.set_defaults(run=_convert)
 
-    p = sub.add_parser("transplant", help="classifier weights -> fully convolutional net")
+    p = sub.add_parser("transplant", help="classifier weights -> fully convolutional net",
+                       description="Copy classifier weights into an FCN by layer name, "
+                                   "reshaping fc layers into convolutions, and report every "
+                                   "parameter.")
     _transplant_options(p)
     p.set_defaults(run=_transplant)
 
-    p = sub.add_parser("interp", help="set Deconvolution layers to bilinear upsampling")
-    p.add_argument("model")
-    p.add_argument("--layer", action="append", default=[], help="layer to set (repeatable)")
-    p.add_argument("--net", help="set every Deconvolution layer of this prototxt")
-    p.add_argument("--out", required=True)
+    p = sub.add_parser("interp", help="set Deconvolution layers to bilinear upsampling",
+                       description="Set Deconvolution weights to bilinear upsampling kernels "
+                                   "(group from --net or the caffemodel's own definitions).")
+    p.add_argument("model", metavar="MODEL", help="caffemodel or .caffemodel.h5 to read")
+    p.add_argument("--layer", action="append", default=[], metavar="NAME",
+                   help="Deconvolution layer to set (repeatable)")
+    p.add_argument("--net", metavar="PROTOTXT",
+                   help="set every Deconvolution layer of this net")
+    p.add_argument("--out", required=True, metavar="FILE", help="caffemodel to write")
     _add_format(p)
     p.set_defaults(run=_interp)
 
-    p = sub.add_parser("expand-score", help="change the number of classes of score layers")
-    p.add_argument("model")
-    p.add_argument("--layer", action="append", required=True, help="layer (repeatable)")
-    p.add_argument("--classes", type=int, required=True)
-    p.add_argument("--std", type=float, default=0.0,
+    p = sub.add_parser("expand-score", help="change the number of classes of score layers",
+                       description="Give score layers a new class count: the first classes "
+                                   "keep their weights, new ones start at zero (or --std).")
+    p.add_argument("model", metavar="MODEL", help="caffemodel or .caffemodel.h5 to read")
+    p.add_argument("--layer", action="append", required=True, metavar="NAME",
+                   help="score layer to change (repeatable)")
+    p.add_argument("--classes", type=int, required=True, metavar="N",
+                   help="new number of classes")
+    p.add_argument("--std", type=_std, default=0.0, metavar="S",
                    help="gaussian std for the new classes' weights (default: zeros)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
+    _add_seed(p, "new classes (with --std)")
+    p.add_argument("--out", required=True, metavar="FILE", help="caffemodel to write")
     _add_format(p)
     p.set_defaults(run=_expand_score)
 
-    p = sub.add_parser("stage-init", help="FCN-32s -> 16s -> 8s initialisation")
-    p.add_argument("source", help="trained weights of the previous stage")
-    p.add_argument("--net", required=True, help="the next stage's prototxt")
-    p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--input-channels", type=int, default=3)
+    p = sub.add_parser("stage-init", help="FCN-32s -> 16s -> 8s initialisation",
+                       description="Initialise the next FCN stage from the previous one: "
+                                   "shared layers copied, new skip score layers zero, "
+                                   "upsampling bilinear.")
+    p.add_argument("source", metavar="SOURCE", help="trained weights of the previous stage")
+    p.add_argument("--net", required=True, metavar="PROTOTXT", help="the next stage's net")
+    p.add_argument("--out", required=True, metavar="FILE", help="caffemodel to write")
+    _add_seed(p, "layers neither copied nor zeroed")
+    _add_channels(p)
     _add_format(p)
     p.set_defaults(run=_stage_init)
     return parser
@@ -241,8 +329,9 @@ def main(argv: list[str] | None = None) -> int:
 @cli_entry
 def transplant_script(argv: list[str] | None = None) -> int:
     """Entry of `python surgery/transplant.py SOURCE [options]`."""
-    parser = argparse.ArgumentParser(prog="surgery/transplant.py",
-                                     description="classifier weights -> fully convolutional net")
+    parser = ArgumentParser(prog="python surgery/transplant.py",
+                            description="Make an FCN-ready caffemodel from an ImageNet "
+                                        "classifier's (VGG16 or CaffeNet/AlexNet, detected).")
     _transplant_options(parser)
     _transplant(parser.parse_args(argv))
     return 0

@@ -57,7 +57,8 @@ def interp(weights: Weights, layers: Iterable[str] | caffe_pb2.NetParameter) -> 
     """Set Deconvolution weights to bilinear upsampling, in place; return the layers set.
 
     `layers` is a list of layer names (group 1 assumed), or a net whose every Deconvolution
-    layer is set (its group read from the net). Biases, if any, are left as they are.
+    layer is set (its group read from the net). A named layer the weights know as another
+    type (a trained Convolution) is refused, not overwritten. Biases are left as they are.
     """
     if isinstance(layers, caffe_pb2.NetParameter):
         targets = [(layer.name, layer.convolution_param.group)
@@ -67,6 +68,10 @@ def interp(weights: Weights, layers: Iterable[str] | caffe_pb2.NetParameter) -> 
     for name, group in targets:
         if name not in weights:
             raise FcnkitError(f"layer {name!r}: no weights to set (not in the caffemodel)")
+        kind = weights.types.get(name)
+        if kind and kind != "Deconvolution":
+            raise FcnkitError(f"layer {name!r} is a {kind} layer; interp sets only "
+                              "Deconvolution layers")
         blob = weights[name][0]
         weights[name][0] = bilinear_weights(blob.shape, group, name)
     return [name for name, _ in targets]

@@ -78,6 +78,11 @@ def _sizes(net: caffe_pb2.NetParameter, input_channels: int | dict[str, int],
                 sizes[top] = (1,)
             else:
                 sizes[top] = (1, 1, *spatial)
+    sources = [*net.input, *(top for layer in net.layer if not layer.bottom for top in layer.top)]
+    unknown = sorted(set(input_channels) - set(sources)) if isinstance(input_channels, dict) else []
+    if unknown:
+        raise FcnkitError(f"input channels given for {unknown[0]!r}, which is not a top of an "
+                          f"input or data layer (those tops: {', '.join(sources) or 'none'})")
     return sizes
 
 

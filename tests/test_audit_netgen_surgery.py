@@ -1,0 +1,173 @@
+"""Regression tests from a user's audit of `python -m surgery` / surgery/transplant.py.
+
+Each test is a mistake a user made that once gave a traceback, a misleading message, a
+silently wrong result or a late failure. Run in process (main(argv)) to stay fast.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netgen.errors import FcnkitError
+from netgen.fcn import fcn_vgg16
+from netgen.fileio import atomic_write, check_writable
+from netgen.netspec import L, NetSpec
+from netgen.schema import write_prototxt
+from surgery import cli
+from surgery.caffemodel import Weights, load_weights, save_weights
+from surgery.classifiers import vgg16
+from surgery.shapes import net_params
+from surgery.transplant import transplant
+
+WIDTH = 1 / 16
+
+
+def _random_weights(net, seed: int = 0) -> Weights:
+    rng = np.random.default_rng(seed)
+    types = {layer.name: layer.type for layer in net.layer}
+    w = Weights()
+    for name, params in net_params(net).items():
+        w[name] = [rng.standard_normal(p.shape).astype(np.float32) for p in params]
+        w.types[name] = types[name]
+    return w
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Path:
+    """A width-scaled V1 VGG16 classifier caffemodel, its FCN-32s deploy net and FCN weights."""
+    d = tmp_path_factory.mktemp("audit")
+    classifier = vgg16(width=WIDTH, batch=1)
+    save_weights(d / "vgg16.caffemodel", _random_weights(classifier), net=classifier,
+                 legacy=True)
+    fcn = fcn_vgg16("deploy", "32s", width=WIDTH)
+    write_prototxt(d / "fcn32s.prototxt", fcn)
+    save_weights(d / "fcn32s.caffemodel", _random_weights(fcn, 1), net=fcn)
+    return d
+
+
+def user_error(capsys, main, *args) -> str:
+    """Run a CLI main as the shell would; return its one error line (exit 2, nothing else)."""
+    with pytest.raises(SystemExit) as exit_:
+        main([str(a) for a in args])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def listing(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def test_output_that_is_a_folder_is_named_and_leaves_no_temp_file(files, capsys):
+    before = listing(files) | listing(files.parent)
+    line = user_error(capsys, cli.main, "convert", files / "vgg16.caffemodel", files)
+    assert str(files) in line and "folder" in line and ".tmp" not in line
+    line = user_error(capsys, cli.transplant_script, files / "vgg16.caffemodel",
+                      "--net", files / "fcn32s.prototxt", "--out", files)
+    assert str(files) in line and "folder" in line
+    assert listing(files) | listing(files.parent) == before
+    with pytest.raises(FcnkitError, match="is a folder"):
+        with atomic_write(files, "wb") as f:
+            f.write(b"x")
+
+
+@pytest.mark.parametrize("command", ["transplant", "stage-init", "interp", "expand-score"])
+def test_missing_output_folder_fails_before_any_work(files, capsys, command):
+    out = files / "absent" / "o.caffemodel"
+    args = {"transplant": ("transplant", files / "vgg16.caffemodel",
+                           "--net", files / "fcn32s.prototxt"),
+            "stage-init": ("stage-init", files / "fcn32s.caffemodel",
+                           "--net", files / "fcn32s.prototxt"),
+            "interp": ("interp", files / "fcn32s.caffemodel", "--layer", "upscore"),
+            "expand-score": ("expand-score", files / "fcn32s.caffemodel",
+                             "--layer", "score_fr", "--classes", "30")}[command]
+    line = user_error(capsys, cli.main, *args, "--out", out)
+    assert str(out) in line and "does not exist" in line
+    assert capsys.readouterr().out == ""  # no report printed for work that then failed
+    assert not out.parent.exists()
+
+
+@pytest.mark.parametrize("option, value", [("--seed", "-1"), ("--seed", "x"),
+                                           ("--input-channels", "0"),
+                                           ("--input-channels", "color=3,x")])
+def test_bad_transplant_options_are_one_line_errors(files, capsys, option, value):
+    out = files / "o.caffemodel"
+    line = user_error(capsys, cli.transplant_script, files / "vgg16.caffemodel",
+                      "--net", files / "fcn32s.prototxt", option, value, "--out", out)
+    assert option in line
+    assert not out.exists()
+
+
+def test_negative_std_is_refused(files, capsys):
+    out = files / "e.caffemodel"
+    line = user_error(capsys, cli.main, "expand-score", files / "fcn32s.caffemodel", "--layer",
+                      "score_fr", "--classes", "30", "--std", "-1", "--out", out)
+    assert "--std" in line and not out.exists()
+
+
+@pytest.mark.parametrize("args", [(), ("bogus",), ("info",)])
+def test_usage_mistakes_are_one_line(capsys, args):
+    assert "--help" in user_error(capsys, cli.main, *args)
+
+
+def test_script_usage_mistake_is_one_line(capsys):
+    assert "SOURCE" in user_error(capsys, cli.transplant_script)
+
+
+def test_interp_refuses_a_trained_convolution(files, capsys):
+    """`interp --layer fc7` once overwrote fc7's trained 1x1 kernels with an identity."""
+    out = files / "i.caffemodel"
+    line = user_error(capsys, cli.main, "interp", files / "fcn32s.caffemodel", "--layer", "fc7",
+                      "--out", out)
+    assert "'fc7'" in line and "Convolution" in line and not out.exists()
+
+
+def test_convert_names_the_prototxt_missing_a_layer(files, capsys):
+    out = files / "c.caffemodel"
+    line = user_error(capsys, cli.main, "convert", files / "vgg16.caffemodel", out,
+                      "--net", files / "fcn32s.prototxt")
+    assert str(files / "fcn32s.prototxt") in line and "'fc8'" in line
+    assert "net ''" not in line and not out.exists()
+
+
+def test_input_channels_per_top_fill_a_second_image_input(files, capsys):
+    """NYUD color+HHA: the `hha` top of the Python data layer has 3 channels; without
+    TOP=N the CLI could only say 1 (labels) and transplanting into conv1_1hha failed."""
+    n = NetSpec()
+    n.color, n.hha, n.label = L.Python(module="m", layer="Layer", ntop=3)
+    n.conv1_1hha = L.Convolution(n.hha, num_output=4, kernel_size=3, pad=1)
+    net_path = files / "hha.prototxt"
+    write_prototxt(net_path, n.to_proto())
+    source = Weights(conv1_1=[np.ones((4, 3, 3, 3), np.float32), np.ones(4, np.float32)],
+                     types={"conv1_1": "Convolution"})
+    src_path = files / "conv1.caffemodel"
+    save_weights(src_path, source)
+    out = files / "hha.caffemodel"
+    assert "conv1_1hha" in user_error(capsys, cli.transplant_script, src_path, "--net", net_path,
+                                      "--suffix", "hha", "--out", out)
+    assert not out.exists()
+    cli.transplant_script([str(src_path), "--net", str(net_path), "--suffix", "hha",
+                           "--input-channels", "color=3,hha=3", "--out", str(out)])
+    assert load_weights(out)["conv1_1hha"][0].shape == (4, 3, 3, 3)
+    line = user_error(capsys, cli.transplant_script, src_path, "--net", net_path, "--suffix",
+                      "hha", "--input-channels", "colr=3,hha=3", "--out", files / "x.caffemodel")
+    assert "'colr'" in line
+
+
+def test_input_channels_may_name_input_layer_tops():
+    """Solvers pass the channels of every source top, Input layers' included."""
+    net = fcn_vgg16("deploy", "32s", width=WIDTH)
+    source = Weights(conv1_1=[np.ones((4, 3, 3, 3), np.float32), np.ones(4, np.float32)])
+    weights, _ = transplant(net, source, input_channels={"data": 3})
+    assert weights["conv1_1"][0].shape == (4, 3, 3, 3)
+
+
+def test_check_writable(tmp_path):
+    assert check_writable(tmp_path / "f.caffemodel") == tmp_path
+    with pytest.raises(FcnkitError, match="does not exist"):
+        check_writable(tmp_path / "no" / "f")
+    with pytest.raises(FcnkitError, match="is a folder"):
+        check_writable(tmp_path)
