@@ -14,6 +14,7 @@ import re
 from typing import NoReturn
 
 from .errors import FcnkitError, cli_entry
+from .fcn import DEFAULT_SIZE
 from .presets import DATASETS, DEFAULT_SET, NETS, PUBLISHED, RECIPES, resolve
 from .writer import DATA_MODES, generate, generate_all, parse_value
 
@@ -79,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--input-scale", type=float, metavar="S",
                    help="fixed scale of the input before the first convolution (replaces the "
                         "recipe's)")
-    g.add_argument("--input-size", type=_size, default=(500, 500), metavar="HxW",
+    g.add_argument("--input-size", type=_size, default=DEFAULT_SIZE, metavar="HxW",
                    help="height x width of Input layers (default 500x500)")
     g.add_argument("--voc-dir", metavar="DIR",
                    help="train/val read this VOC-layout folder (splits train, val), relative "
