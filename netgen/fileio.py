@@ -21,6 +21,8 @@ def check_writable(path: str | os.PathLike) -> Path:
         raise FcnkitError(f"{path}: folder {folder} does not exist")
     if path.is_dir():
         raise FcnkitError(f"{path}: is a folder; give a file name")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise FcnkitError(f"{path}: cannot write in {folder}: permission denied")
     return folder
 
 

@@ -165,6 +165,8 @@ def _transplant(args) -> None:
     else:
         net, target = _default_target(family)
     print(f"target: {target}")
+    out = Path(args.out) if args.out else _default_out(args.source, target)
+    check_writable(out)
     weights, report = transplant(net, source, args.suffix, args.seed,
                                  input_channels=args.input_channels)
     if not report.by_action("copied") and not report.by_action("coerced"):
@@ -175,8 +177,6 @@ def _transplant(args) -> None:
         upsamplers = interp(weights, net)
         if upsamplers:
             print(f"bilinear upsampling set in: {', '.join(upsamplers)}")
-    out = Path(args.out) if args.out else _default_out(args.source, target)
-    check_writable(out)
     save_weights(out, weights, format=_format_for(str(out), args.format))
     print(f"wrote {out}")
 
