@@ -15,7 +15,8 @@ from .coord_map import RULES, BlobGraph, CoordMap, walked_bottoms
 from .errors import FcnkitError
 from .geometry import Window, broadcast
 from .proto import caffe_pb2
-from .shapes import SOURCES, USER_SIZED, LayerShapes, filter_phase, layer_shapes, net_inputs
+from .shapes import (SOURCES, LayerShapes, data_sizes, filter_phase, layer_shapes,
+                     net_inputs)
 
 Node = tuple[int, int]
 RF = tuple[tuple[Fraction, ...], tuple[Fraction, ...]]   # (size, jump) per spatial axis
@@ -55,19 +56,20 @@ def _input_blob(net: caffe_pb2.NetParameter) -> str:
 
 def _sizes(net: caffe_pb2.NetParameter, data: str, size: tuple[int, int]) -> dict[str, tuple]:
     """Input shapes for an H x W image: declared N,C,H,W shapes get H x W, other declared shapes
-    stay; undeclared ones become 1x3xHxW for the input blob and 1x1xHxW (labels) for the rest."""
+    stay; data layers' tops get netgen.shapes.data_sizes (crop_size, per-image labels) and
+    other undeclared ones 1x3xHxW for the input blob, 1x1xHxW (labels) for the rest."""
     h, w = size
     declared: dict[str, tuple | None] = dict(net_inputs(net))
     for layer in net.layer:
-        if not len(layer.bottom) and layer.type in SOURCES.keys() | USER_SIZED:
-            shapes = SOURCES[layer.type](layer, len(layer.top)) if layer.type in SOURCES else \
-                [None] * len(layer.top)
-            declared.update(zip(layer.top, shapes))
-    if data not in declared:
+        if not len(layer.bottom) and layer.type in SOURCES:
+            declared.update(zip(layer.top, SOURCES[layer.type](layer, len(layer.top))))
+    from_data = data_sizes(net, size)
+    if data not in declared and data not in from_data:
         raise FcnkitError(f"cannot size input blob {data!r}: it is not an input or source layer top")
-    return {name: (1, 3 if name == data else 1, h, w) if shape is None else
-            (*shape[:2], h, w) if len(shape) == 4 else shape
-            for name, shape in declared.items()}
+    sized = {name: (1, 3 if name == data else 1, h, w) if shape is None else
+             (*shape[:2], h, w) if len(shape) == 4 else shape
+             for name, shape in declared.items()}
+    return {**sized, **from_data}
 
 
 def _window_columns(layer: caffe_pb2.LayerParameter) -> tuple[str, str, str, str]:

@@ -415,6 +415,34 @@ SOURCES: dict[str, Callable[[Layer, int], list[Shape | None]]] = {
 }
 # Layers whose top shapes only the user knows (a data set, or Python code): pass them in `sizes`.
 USER_SIZED = frozenset({"Python", "Data", "ImageData", "HDF5Data", "WindowData"})
+# Data layers whose second top is Caffe's classification label: one number per image.
+PER_IMAGE_LABELS = frozenset({"Data", "ImageData", "WindowData"})
+
+
+def data_sizes(net: caffe_pb2.NetParameter, size: tuple[int, int],
+               channels: int | Mapping[str, int] = 3) -> dict[str, Shape]:
+    """Assumed shapes (batch 1) of the tops of USER_SIZED layers, which only the data knows.
+
+    The first top of each is an image of `channels` channels (or channels[top]), H x W = the
+    layer's transform crop_size if set, else `size`; later tops are per-pixel labels (1
+    channel), except the per-image label (1,) of Data/ImageData/WindowData as in Caffe.
+    """
+    sizes: dict[str, Shape] = {}
+    for layer in net.layer:
+        if layer.type not in USER_SIZED or len(layer.bottom):
+            continue
+        crop = layer.transform_param.crop_size
+        spatial = (crop, crop) if crop else tuple(size)
+        for i, top in enumerate(layer.top):
+            if isinstance(channels, Mapping) and top in channels:
+                sizes[top] = (1, channels[top], *spatial)
+            elif i == 0:
+                sizes[top] = (1, channels if isinstance(channels, int) else 3, *spatial)
+            elif layer.type in PER_IMAGE_LABELS:
+                sizes[top] = (1,)
+            else:
+                sizes[top] = (1, 1, *spatial)
+    return sizes
 
 
 class LayerShapes(NamedTuple):

@@ -20,7 +20,6 @@ from netgen.proto import caffe_pb2
 from .legacy import upgrade_net
 
 _PROBE_SIZES = ((500, 500), (532, 532))  # two sizes, 32 apart, for data layers of no size
-_PER_IMAGE_LABELS = {"Data", "ImageData", "WindowData"}
 Filler = caffe_pb2.FillerParameter
 
 
@@ -57,27 +56,9 @@ FILLERS: dict[str, Callable[[caffe_pb2.LayerParameter], list[caffe_pb2.FillerPar
 
 def _sizes(net: caffe_pb2.NetParameter, input_channels: int | dict[str, int],
            size: tuple[int, int]) -> dict[str, tuple[int, ...]]:
-    """Shapes (batch 1) for the tops of source layers whose size only the data knows.
-
-    Images get `input_channels`; a Python layer's other tops are per-pixel labels (1 channel),
-    the classic Data/ImageData/WindowData label is one number per image, as in Caffe.
-    """
-    sizes = {}
-    for layer in net.layer:
-        if layer.type not in netgen_shapes.USER_SIZED or layer.bottom:
-            continue
-        crop = layer.transform_param.crop_size
-        spatial = (crop, crop) if crop else size
-        for i, top in enumerate(layer.top):
-            if isinstance(input_channels, dict) and top in input_channels:
-                sizes[top] = (1, input_channels[top], *spatial)
-            elif i == 0:
-                channels = input_channels if isinstance(input_channels, int) else 3
-                sizes[top] = (1, channels, *spatial)
-            elif layer.type in _PER_IMAGE_LABELS:
-                sizes[top] = (1,)
-            else:
-                sizes[top] = (1, 1, *spatial)
+    """Shapes (batch 1) for the tops of source layers whose size only the data knows
+    (netgen.shapes.data_sizes); channels named for a top no source layer makes are an error."""
+    sizes = netgen_shapes.data_sizes(net, size, input_channels)
     sources = [*net.input, *(top for layer in net.layer if not layer.bottom for top in layer.top)]
     unknown = sorted(set(input_channels) - set(sources)) if isinstance(input_channels, dict) else []
     if unknown:

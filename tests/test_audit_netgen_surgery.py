@@ -171,3 +171,20 @@ def test_check_writable(tmp_path):
         check_writable(tmp_path / "no" / "f")
     with pytest.raises(FcnkitError, match="is a folder"):
         check_writable(tmp_path)
+
+
+def test_explain_sizes_a_classic_data_layer_as_caffe_does():
+    """A CaffeNet-style train net (Data layer, crop_size, per-image label) once failed in
+    explain: the label was taken as a 1xHxW map and crop_size ignored."""
+    from netgen.explain import explain
+
+    n = NetSpec()
+    n.data, n.label = L.Data(source="x", batch_size=4, ntop=2,
+                             transform_param=dict(crop_size=27))
+    n.conv = L.Convolution(n.data, num_output=2, kernel_size=3)
+    n.ip = L.InnerProduct(n.conv, num_output=5)
+    n.loss = L.SoftmaxWithLoss(n.ip, n.label)
+    rows = {line.split()[0]: line for line in explain(n.to_proto(), (50, 60)).splitlines()
+            if line}
+    assert "1x3x27x27, 1 " in rows["data"]
+    assert "1x2x25x25" in rows["conv"]
