@@ -22,10 +22,11 @@ import torch.distributed as dist
 class Replicas:
     """The process group the solver trains in (a single process when none is initialised)."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str | torch.device = "cpu") -> None:
         self.active = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.active else 0
         self.size = dist.get_world_size() if self.active else 1
+        self.device = torch.device(device)   # where this process's solver computes
 
     @property
     def root(self) -> bool:
@@ -49,7 +50,7 @@ class Replicas:
         if not self.parallel:
             return loss
         with torch.no_grad():
-            device = grads[0].device if grads else torch.device("cpu")
+            device = grads[0].device if grads else self._buffer_device()
             flat = torch.cat([g.reshape(-1) for g in grads]
                              + [torch.tensor([loss], dtype=grads[0].dtype if grads else
                                              torch.float32, device=device)])
@@ -66,8 +67,13 @@ class Replicas:
         """The largest `code` any process holds (used for stop/snapshot requests)."""
         if not self.parallel:
             return code
-        t = torch.tensor([code], dtype=torch.int64)
-        if dist.get_backend() == "nccl":
-            t = t.cuda()
+        t = torch.tensor([code], dtype=torch.int64, device=self._buffer_device())
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return int(t.item())
+
+    def _buffer_device(self) -> torch.device:
+        """Where a small collective buffer must live: NCCL moves only CUDA tensors, and each
+        process must use its own GPU (the solver's device, not whichever is current)."""
+        if dist.get_backend() != "nccl":
+            return torch.device("cpu")
+        return self.device if self.device.type == "cuda" else torch.device("cuda")

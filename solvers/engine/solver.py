@@ -110,7 +110,7 @@ class Solver:
                  amp: str | None = None, allow_python_modules: bool = False):
         if amp not in AMP_DTYPES:
             raise FcnkitError(f"amp must be 'bf16', 'fp16' or None, got {amp!r}")
-        self.replicas = Replicas()
+        self.replicas = Replicas(device)
         setup = load_solver(solver, train_net_param=train_net_param, root=self.replicas.root)
         self.param = setup.param
         self.type = setup.type

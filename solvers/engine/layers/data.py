@@ -137,7 +137,8 @@ class _PythonFunction(torch.autograd.Function):
         for blob in impl.bottom_blobs:
             blob.diff = 0.0
         impl._call("backward", impl.top_blobs, [True] * len(impl.bottom_blobs), impl.bottom_blobs)
-        return (None,) + tuple(torch.as_tensor(b.diff).to(ctx.device) for b in impl.bottom_blobs)
+        # copies: the layer rewrites its host diff buffers on the next backward
+        return (None,) + tuple(torch.tensor(b.diff, device=ctx.device) for b in impl.bottom_blobs)
 
 
 @register
