@@ -66,7 +66,9 @@ def _info(args) -> None:
     print(f"{args.model}: {_describe(weights)}, {size / 1e6:.1f} MB")
     family = detect(weights)
     if family:
-        kind = "classifier" if weights["fc6"][0].ndim == 2 else "trunk, fully convolutional"
+        # fc6 as an InnerProduct (2-d, or typed so with legacy 1x1xOxI dims) is a classifier
+        inner = weights.types.get("fc6") == "InnerProduct" or weights["fc6"][0].ndim == 2
+        kind = "classifier" if inner else "trunk, fully convolutional"
         print(f"looks like: {FAMILY_NAMES[family]} {kind}")
     rows = [(name, weights.types.get(name, "") or "?",
              ", ".join(_shape(a.shape) + ("*" if (name, i) in weights.legacy else "")

@@ -188,3 +188,13 @@ def test_explain_sizes_a_classic_data_layer_as_caffe_does():
             if line}
     assert "1x3x27x27, 1 " in rows["data"]
     assert "1x2x25x25" in rows["conv"]
+
+
+def test_info_calls_a_legacy_dims_classifier_a_classifier(files, capsys):
+    """A V1 file without layer shapes keeps fc6 as 1x1x256x1568: still an InnerProduct."""
+    weights = load_weights(files / "vgg16.caffemodel")
+    bare = files / "bare_v1.caffemodel"
+    save_weights(bare, Weights(weights.items(), types=weights.types), legacy=True)
+    assert load_weights(bare)["fc6"][0].ndim == 4
+    cli.main(["info", str(bare)])
+    assert "looks like: VGG16 classifier" in capsys.readouterr().out
