@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from engine_helpers import double, net_param, randomize
 from solvers.engine import Net
@@ -227,3 +228,29 @@ def test_sigmoid_cross_entropy_gradient_matches_central_differences(normalizatio
     net.blobs["data"].data[...] = rng.normal(size=DATA)
     net.blobs["target"].data[...] = target
     assert check(net, rng) >= 6
+
+
+def device_parity(case: str, device: str) -> None:
+    """The case's net on `device` gives the CPU's objective and gradients (float64, same
+    weights and inputs): catches tensors made on the wrong device and host-only code paths."""
+    cpu, text = build(CASES[case])
+    other = double(text, device=device)
+    rng = np.random.default_rng(13)
+    for name in ("data", "target"):
+        value = rng.normal(size=cpu.blobs[name].shape)
+        cpu.blobs[name].data[...] = value
+        other.blobs[name].data[...] = value
+    for a, b in zip(cpu.learnable_params(), other.learnable_params()):
+        b.data = a.data
+    for net in (cpu, other):
+        net.retain_blob_diffs = True
+    assert other.forward_backward() == pytest.approx(cpu.forward_backward(), rel=1e-9)
+    np.testing.assert_allclose(other.blobs["data"].diff, cpu.blobs["data"].diff, rtol=1e-8, atol=1e-12)
+    for a, b in zip(cpu.learnable_params(), other.learnable_params()):
+        np.testing.assert_allclose(b.diff, a.diff, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("case", CASES)
+def test_cuda_gradients_match_cpu(case):
+    device_parity(case, "cuda")
