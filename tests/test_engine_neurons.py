@@ -269,12 +269,14 @@ def test_sigmoid_cross_entropy_without_ignore_label_counts_everything():
     ('layer { name: "y" type: "Slice" bottom: "data" top: "a" top: "b" }', "evenly divide"),
     ('layer { name: "y" type: "Slice" bottom: "data" top: "a" top: "b" slice_param { slice_dim: 4 } }',
      "slice_dim 4 out of range"),
-    ('layer { name: "y" type: "SigmoidCrossEntropyLoss" bottom: "data" bottom: "one" top: "y" }', "differ in count"),
+    ('layer { name: "y" type: "SigmoidCrossEntropyLoss" bottom: "data" bottom: "two" top: "y" }', "differ in count"),
+    ('layer { name: "y" type: "SigmoidCrossEntropyLoss" bottom: "data" bottom: "one" top: "y" }',
+     "same first .batch. dimension"),
     ('layer { name: "y" type: "SigmoidCrossEntropyLoss" bottom: "data" bottom: "data" top: "y" '
      'loss_param { normalize: true } softmax_param { axis: 1 } }', "softmax_param is not supported"),
 ])
 def test_bad_options_are_rejected_naming_the_layer(body, message):
-    extra = _input("one", (7,)) + _input("five", (1, 2, 1, 2, 2))
+    extra = _input("one", (7,)) + _input("two", (2, 7)) + _input("five", (1, 2, 1, 2, 2))
     with pytest.raises(FcnkitError, match=f"layer 'y' .*{message}"):
         single(body, extra=extra)
 
@@ -282,3 +284,19 @@ def test_bad_options_are_rejected_naming_the_layer(body, message):
 def test_clip_bounds_are_required_fields_of_the_schema():
     with pytest.raises(FcnkitError, match=r"missing required field.*clip_param\.max"):
         single(layer("Clip", "clip_param { min: 0 }"))
+
+
+def test_in_place_layers_match_out_of_place():
+    """Prototxts often compute these in place (top named like the bottom)."""
+    chain = [("PReLU", ""), ("AbsVal", ""), ("Power", "power_param { power: 0.5 shift: 1 }"),
+             ("ELU", ""), ("Clip", "clip_param { min: -1 max: 1.5 }"), ("MVN", "")]
+    conv = 'layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 3 kernel_size: 1 } }\n'
+    in_place = conv + "\n".join(f'layer {{ name: "l{i}" type: "{k}" bottom: "c" top: "c" {o} }}'
+                                for i, (k, o) in enumerate(chain))
+    apart = conv + "\n".join(f'layer {{ name: "l{i}" type: "{k}" bottom: "{"c" if i == 0 else f"t{i - 1}"}" '
+                             f'top: "t{i}" {o} }}' for i, (k, o) in enumerate(chain))
+    a, b = single(in_place, phase="TRAIN"), single(apart, phase="TRAIN")
+    b.copy_from(a.to_weights())
+    for net in (a, b):
+        net.params["c"][0].data = np.random.default_rng(6).normal(size=(3, 3, 1, 1))
+    np.testing.assert_allclose(a.forward(data=X)["c"], b.forward(data=X)[f"t{len(chain) - 1}"], rtol=1e-12)

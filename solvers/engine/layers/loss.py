@@ -115,10 +115,11 @@ class SigmoidCrossEntropyLoss(Layer):
 
     def forward(self, bottoms, params, run):
         x, target = bottoms[0], bottoms[1].detach()
+        if x.dim() == 0 or target.dim() == 0 or x.shape[0] != target.shape[0]:
+            raise self.error(f"bottoms {tuple(x.shape)} and {tuple(target.shape)} need the same "
+                             "first (batch) dimension")
         if x.numel() != target.numel():
             raise self.error(f"bottoms {tuple(x.shape)} and {tuple(target.shape)} differ in count")
-        if x.dim() == 0:
-            raise self.error("bottom 0 needs a batch axis")
         x, target = x.reshape(x.shape[0], -1), target.reshape(x.shape[0], -1).to(x.dtype)
         # log-likelihood x t - log(1 + e^x), stable for any x, gradient t - σ(x) even at x = 0
         loglik = x * target - torch.logaddexp(x, torch.zeros((), dtype=x.dtype, device=x.device))
