@@ -131,12 +131,12 @@ def _resolve_legacy(weights: Weights) -> None:
         return
     for name, i in sorted(weights.legacy):
         shapes = targets.get(name, ())
-        if i < len(shapes) and _legacy_fits(weights[name][i].shape, shapes[i]):
+        if i < len(shapes) and legacy_fits(weights[name][i].shape, shapes[i]):
             weights[name][i] = weights[name][i].reshape(shapes[i])
             weights.legacy.discard((name, i))
 
 
-def _legacy_fits(stored: tuple[int, ...], shape: tuple[int, ...]) -> bool:
+def legacy_fits(stored: tuple[int, ...], shape: tuple[int, ...]) -> bool:
     """Caffe's rule: legacy num/channels/height/width equal the shape's last four axes."""
     return len(shape) <= 4 and tuple(stored) == (1,) * (4 - len(shape)) + tuple(shape)
 
@@ -357,7 +357,7 @@ def load_weights_for(path: str | os.PathLike, net: caffe_pb2.NetParameter, *,
         for i, (array, shape) in enumerate(zip(blobs, shapes)):
             fits = array.shape == shape
             if (name, i) in source.legacy:
-                fits = _legacy_fits(array.shape, shape)
+                fits = legacy_fits(array.shape, shape)
             if not fits:
                 raise FcnkitError(f"{path}: cannot copy layer {name!r} param {i}: shape "
                                   f"{_fmt(array.shape)} in the file, {_fmt(shape)} in the net "

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 from netgen.errors import FcnkitError  # noqa: E402
 from netgen.proto import caffe_pb2  # noqa: E402
-from surgery.caffemodel import Weights  # noqa: E402
+from surgery.caffemodel import Weights, legacy_fits  # noqa: E402
 from surgery.fillers import fill  # noqa: E402
 from surgery.legacy import upgrade_net  # noqa: E402
 from surgery.shapes import net_params  # noqa: E402
@@ -155,7 +155,7 @@ def transplant(target_net: caffe_pb2.NetParameter, source: Weights, suffix: str 
 
 def _strip_legacy(stored: tuple[int, ...], target: tuple[int, ...]) -> tuple[int, ...]:
     """The real shape behind legacy num/channels/height/width dims (1x1x4096x25088 -> 4096x25088)."""
-    if target and len(target) <= 4 and stored == (1,) * (4 - len(target)) + tuple(target):
+    if target and legacy_fits(stored, target):
         return tuple(target)
     while len(stored) > 1 and stored[0] == 1:
         stored = stored[1:]
