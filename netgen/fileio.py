@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
@@ -26,6 +27,17 @@ def check_writable(path: str | os.PathLike) -> Path:
     return folder
 
 
+def _mode_for(path: Path) -> int:
+    """Permissions the written file gets: those of the file it replaces, else what a plain
+    open() would give (0666 less the umask), not mkstemp's private 0600."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temp file beside `path`; rename it over `path` only if the block succeeds.
@@ -43,7 +55,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

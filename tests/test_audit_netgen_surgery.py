@@ -198,3 +198,24 @@ def test_info_calls_a_legacy_dims_classifier_a_classifier(files, capsys):
     assert load_weights(bare)["fc6"][0].ndim == 4
     cli.main(["info", str(bare)])
     assert "looks like: VGG16 classifier" in capsys.readouterr().out
+
+
+def test_atomic_write_keeps_the_replaced_files_permissions(tmp_path):
+    """Overwriting a private (0600) file once made it world-readable (fixed 0644)."""
+    import os
+    import stat
+
+    from netgen.fileio import write_text_atomic
+
+    private = tmp_path / "private.prototxt"
+    private.write_text("old")
+    private.chmod(0o600)
+    write_text_atomic(private, "new")
+    assert private.read_text() == "new"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    umask = os.umask(0o027)
+    try:
+        write_text_atomic(tmp_path / "fresh.prototxt", "x")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "fresh.prototxt").stat().st_mode) == 0o640
