@@ -35,8 +35,8 @@ def cli_entry(main: F) -> F:
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
         except OSError as e:
-            where = f" {e.filename}" if getattr(e, "filename", None) else ""
-            print(f"error:{where}: {e.strerror or e}", file=sys.stderr)
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            print(f"error: {where}{e.strerror or e}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

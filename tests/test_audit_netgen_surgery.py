@@ -219,3 +219,22 @@ def test_atomic_write_keeps_the_replaced_files_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert stat.S_IMODE((tmp_path / "fresh.prototxt").stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize("error, line", [
+    (OSError(28, "No space left on device"), "error: No space left on device"),
+    (FileNotFoundError(2, "No such file or directory", "x.caffemodel"),
+     "error: x.caffemodel: No such file or directory"),
+])
+def test_os_errors_read_as_one_clean_line(capsys, error, line):
+    """An OSError without a file name once printed `error:: ...`."""
+    from netgen.errors import cli_entry
+
+    @cli_entry
+    def main():
+        raise error
+
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == line
