@@ -220,6 +220,13 @@ def _add_format(p: argparse.ArgumentParser) -> None:
                    help="output format (default: hdf5 for .h5 names, else binary)")
 
 
+def _add_model_io(p: argparse.ArgumentParser) -> None:
+    """MODEL in, --out FILE (required) and --format: commands that rewrite one caffemodel."""
+    p.add_argument("model", metavar="MODEL", help="caffemodel or .caffemodel.h5 to read")
+    p.add_argument("--out", required=True, metavar="FILE", help="caffemodel to write")
+    _add_format(p)
+
+
 def _add_seed(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--seed", type=_seed, default=0, metavar="N",
                    help=f"seed of the random fillers for {what} (default 0)")
@@ -282,20 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("interp", help="set Deconvolution layers to bilinear upsampling",
                        description="Set Deconvolution weights to bilinear upsampling kernels "
-                                   "(group from --net or the caffemodel's own definitions).")
-    p.add_argument("model", metavar="MODEL", help="caffemodel or .caffemodel.h5 to read")
+                                   "(group from --net; layers named by --layer: group 1).")
+    _add_model_io(p)
     p.add_argument("--layer", action="append", default=[], metavar="NAME",
                    help="Deconvolution layer to set (repeatable)")
     p.add_argument("--net", metavar="PROTOTXT",
                    help="set every Deconvolution layer of this net")
-    p.add_argument("--out", required=True, metavar="FILE", help="caffemodel to write")
-    _add_format(p)
     p.set_defaults(run=_interp)
 
     p = sub.add_parser("expand-score", help="change the number of classes of score layers",
                        description="Give score layers a new class count: the first classes "
                                    "keep their weights, new ones start at zero (or --std).")
-    p.add_argument("model", metavar="MODEL", help="caffemodel or .caffemodel.h5 to read")
+    _add_model_io(p)
     p.add_argument("--layer", action="append", required=True, metavar="NAME",
                    help="score layer to change (repeatable)")
     p.add_argument("--classes", type=int, required=True, metavar="N",
@@ -303,8 +308,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--std", type=_std, default=0.0, metavar="S",
                    help="gaussian std for the new classes' weights (default: zeros)")
     _add_seed(p, "new classes (with --std)")
-    p.add_argument("--out", required=True, metavar="FILE", help="caffemodel to write")
-    _add_format(p)
     p.set_defaults(run=_expand_score)
 
     p = sub.add_parser("stage-init", help="FCN-32s -> 16s -> 8s initialisation",
