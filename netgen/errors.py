@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 from typing import Callable, NoReturn, TypeVar
 
@@ -30,7 +31,12 @@ def cli_entry(main: F) -> F:
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
-            return main(*args, **kwargs)
+            status = main(*args, **kwargs)
+            sys.stdout.flush()  # a closed pipe shows here, inside the handlers, not at exit
+            return status
+        except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(141) from None  # the shell's status for a SIGPIPE death
         except FcnkitError as e:
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(2) from None

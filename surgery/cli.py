@@ -60,16 +60,22 @@ def _shape(shape) -> str:
     return "x".join(map(str, shape)) or "scalar"
 
 
+def _looks_like(weights: Weights) -> str:
+    """'VGG16 classifier', 'VGG16 trunk, fully convolutional' or 'unrecognised net'."""
+    family = detect(weights)
+    if family is None:
+        return "unrecognised net"
+    # fc6 as an InnerProduct (2-d, or typed so with legacy 1x1xOxI dims) is a classifier
+    inner = weights.types.get("fc6") == "InnerProduct" or weights["fc6"][0].ndim == 2
+    return f"{FAMILY_NAMES[family]} {'classifier' if inner else 'trunk, fully convolutional'}"
+
+
 def _info(args) -> None:
     weights = load_weights(args.model)
     size = Path(args.model).stat().st_size
     print(f"{args.model}: {_describe(weights)}, {size / 1e6:.1f} MB")
-    family = detect(weights)
-    if family:
-        # fc6 as an InnerProduct (2-d, or typed so with legacy 1x1xOxI dims) is a classifier
-        inner = weights.types.get("fc6") == "InnerProduct" or weights["fc6"][0].ndim == 2
-        kind = "classifier" if inner else "trunk, fully convolutional"
-        print(f"looks like: {FAMILY_NAMES[family]} {kind}")
+    if detect(weights):
+        print(f"looks like: {_looks_like(weights)}")
     rows = [(name, weights.types.get(name, "") or "?",
              ", ".join(_shape(a.shape) + ("*" if (name, i) in weights.legacy else "")
                        for i, a in enumerate(arrays)),
@@ -159,8 +165,7 @@ def _transplant(args) -> None:
         check_writable(args.out)
     source = load_weights(args.source)
     family = detect(source)
-    print(f"source: {args.source} ({_describe(source)}; "
-          f"{FAMILY_NAMES.get(family, 'unrecognised')} classifier, "
+    print(f"source: {args.source} ({_describe(source)}; {_looks_like(source)}, "
           f"{source.param_count:,} parameters)")
     if args.net:
         net, target = read_net(args.net), args.net

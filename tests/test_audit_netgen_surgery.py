@@ -238,3 +238,20 @@ def test_os_errors_read_as_one_clean_line(capsys, error, line):
         main()
     assert exit_.value.code == 2
     assert capsys.readouterr().err.strip() == line
+
+
+def test_output_into_a_closed_pipe_is_quiet():
+    """`python -m netgen list | head -1` once ended with `error:: Broken pipe` (or an
+    'Exception ignored' traceback at exit)."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    proc = subprocess.Popen([sys.executable, "-m", "netgen", "list"], cwd=repo, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) in (0, 141), err
+    assert err == ""
