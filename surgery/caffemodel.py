@@ -107,7 +107,8 @@ def load_weights(path: str | os.PathLike) -> Weights:
             _close(buf)
     if problem is None and not weights.net.layer and not weights.net.layers:
         problem = ("no layers found" + (": this looks like a text file (a prototxt?), not a "
-                                         "binary caffemodel" if _is_text(path) else ""))
+                                         "binary caffemodel" if _is_text(path) else
+                                         ", so not a caffemodel (a mean or solver file?)"))
     if problem:
         raise FcnkitError(f"{path}: {problem}")
     _resolve_legacy(weights)

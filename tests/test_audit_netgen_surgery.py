@@ -255,3 +255,15 @@ def test_output_into_a_closed_pipe_is_quiet():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) in (0, 141), err
     assert err == ""
+
+
+def test_a_mean_file_given_as_caffemodel_is_named_as_such(tmp_path, capsys):
+    from netgen.proto import caffe_pb2
+
+    mean = caffe_pb2.BlobProto()
+    mean.shape.dim.extend([1, 3, 2, 2])
+    mean.data.extend([1.0] * 12)
+    path = tmp_path / "mean.binaryproto"
+    path.write_bytes(mean.SerializeToString())
+    line = user_error(capsys, cli.main, "info", path)
+    assert str(path) in line and "not a caffemodel" in line
