@@ -98,8 +98,23 @@ def write_prototxt(path: str | os.PathLike, message: Message) -> None:
 
 
 def read_net(path: str | os.PathLike) -> caffe_pb2.NetParameter:
-    """Read a net definition (.prototxt)."""
-    return read_prototxt(path, caffe_pb2.NetParameter)
+    """Read a net definition (.prototxt); a solver prototxt given instead is named as such."""
+    text = _read(path, "text")
+    try:
+        return parse_prototxt(text, caffe_pb2.NetParameter, source=str(path))
+    except FcnkitError:
+        if not _parses(text, caffe_pb2.SolverParameter):
+            raise
+        raise FcnkitError(f"{path}: this is a solver definition, not a net; give the net it "
+                          "names (net / train_net / test_net)") from None
+
+
+def _parses(text: str, message_type: type[Message]) -> bool:
+    try:
+        text_format.Parse(text, message_type())
+    except text_format.ParseError:
+        return False
+    return True
 
 
 def read_solver(path: str | os.PathLike) -> caffe_pb2.SolverParameter:

@@ -267,3 +267,20 @@ def test_a_mean_file_given_as_caffemodel_is_named_as_such(tmp_path, capsys):
     path.write_bytes(mean.SerializeToString())
     line = user_error(capsys, cli.main, "info", path)
     assert str(path) in line and "not a caffemodel" in line
+
+
+def test_a_solver_given_as_net_is_named_as_such(capsys):
+    from netgen.cli import main as netgen_main
+
+    solver = Path(__file__).resolve().parents[1] / "models" / "voc-fcn32s" / "solver.prototxt"
+    line = user_error(capsys, netgen_main, "explain", solver)
+    assert str(solver) in line and "solver definition" in line
+
+
+def test_a_malformed_net_keeps_its_file_line_error(tmp_path, capsys):
+    from netgen.cli import main as netgen_main
+
+    bad = tmp_path / "bad.prototxt"
+    bad.write_text('layer {\n  name: "c"\n  typo: 1\n}\n')
+    line = user_error(capsys, netgen_main, "explain", bad)
+    assert f"{bad}:3:" in line and "typo" in line
