@@ -194,8 +194,10 @@ def _interp(args) -> None:
     check_writable(args.out)
     weights = load_weights(args.model)
     done = interp(weights, read_net(args.net) if args.net else args.layer)
+    if not done:
+        raise FcnkitError(f"{args.net}: no Deconvolution layer to set")
     save_weights(args.out, weights, format=_format_for(args.out, args.format))
-    print(f"bilinear upsampling set in {', '.join(done) or 'no layer'}; wrote {args.out}")
+    print(f"bilinear upsampling set in {', '.join(done)}; wrote {args.out}")
 
 
 def _expand_score(args) -> None:

@@ -284,3 +284,16 @@ def test_a_malformed_net_keeps_its_file_line_error(tmp_path, capsys):
     bad.write_text('layer {\n  name: "c"\n  typo: 1\n}\n')
     line = user_error(capsys, netgen_main, "explain", bad)
     assert f"{bad}:3:" in line and "typo" in line
+
+
+def test_interp_with_a_net_without_deconvolutions_writes_nothing(files, tmp_path, capsys):
+    """It once wrote an unchanged copy, saying 'set in no layer'."""
+    n = NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 3, 8, 8]))
+    n.conv = L.Convolution(n.data, num_output=2, kernel_size=3)
+    net = tmp_path / "plain.prototxt"
+    write_prototxt(net, n.to_proto())
+    out = tmp_path / "o.caffemodel"
+    line = user_error(capsys, cli.main, "interp", files / "fcn32s.caffemodel", "--net", net,
+                      "--out", out)
+    assert str(net) in line and "Deconvolution" in line and not out.exists()
