@@ -54,7 +54,7 @@ def _demo(a) -> int:
     from solvers import backends
     from solvers.demo import DemoConfig, run_demo
 
-    if a.weights or a.resume or a.stages:
+    if a.weights or a.resume or a.stages is not None:
         raise FcnkitError("the demo trains from scratch in stages 32s,16s,8s: --weights, "
                           "--resume and --stages need a model folder")
     backends.resolve(a.backend)
@@ -73,13 +73,13 @@ def _train(a) -> int:
     given = [f"--{k.replace('_', '-')}" for k in DEMO_ONLY if getattr(a, k) is not None]
     if given:
         raise FcnkitError(f"{', '.join(given)}: demo options, not used with a model folder")
-    if a.resume and (a.weights or a.stages):
+    if a.resume and (a.weights or a.stages is not None):
         raise FcnkitError("--resume continues one run: leave out --weights and --stages")
     for option, path in (("--weights", a.weights), ("--resume", a.resume)):
         if path and not Path(path).is_file():
             raise FcnkitError(f"{option} {path}: no such file")
     backends.resolve(a.backend)
-    if a.stages:
+    if a.stages is not None:  # an empty --stages is a mistake, not "no stages"
         solvers = stage_solvers(a.model, parse_stages(a.stages))
     else:
         solvers = [solver_file(a.model)]

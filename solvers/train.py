@@ -136,14 +136,28 @@ def train(solver_path: str | os.PathLike, *, backend: str = "auto",
     module = backends.resolve(backend)
     module.check_gpu(gpu)
     log_file = Path(log_path).resolve() if log_path else files.snapshot_prefix.parent / METRICS_FILE
-    try:
-        files.snapshot_prefix.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise FcnkitError(f"cannot create snapshot folder {files.snapshot_prefix.parent}: "
-                          f"{e.strerror}") from None
-    with run_in(files.path.parent):
+    with _snapshot_folder(files.snapshot_prefix.parent), run_in(files.path.parent):
         return _train(files, module, weights_path, resume_path, gpu, iters, test_every,
                       MetricsLog(log_file), stage, progress, amp)
+
+
+@contextlib.contextmanager
+def _snapshot_folder(folder: Path) -> Iterator[None]:
+    """Create the snapshot folder up front (an unwritable place fails before any work), and
+    remove it again, with the parents made for it, when the run fails leaving it empty (a wrong
+    data path must not leave an empty snapshot/ behind)."""
+    made = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FcnkitError(f"cannot create snapshot folder {folder}: {e.strerror}") from None
+    try:
+        yield
+    except BaseException:
+        for p in made:  # deepest first; rmdir only succeeds on an empty folder
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        raise
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ says which file holds each top of item i (`files`), and how to read one (`read_<
 """
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 from typing import Any, Iterator
@@ -108,7 +109,10 @@ class SegDataset:
         if self.base_dir is not None and not p.is_absolute():
             p = self.base_dir / p
         if not p.is_dir():
-            raise FcnkitError(f"{self.layer}: {key} {p} is not a directory")
+            given = str(self.params[key])
+            where = os.path.abspath(p)  # relative paths are read from the model folder
+            shown = given if where == given else f"{given} (= {where})"
+            raise FcnkitError(f"{self.layer}: {key} {shown} is not a directory")
         return p
 
     def need_dir(self, p: Path) -> Path:

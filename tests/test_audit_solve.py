@@ -1,0 +1,44 @@
+"""solve.py / solvers.score on a new user's mistakes: each is one error line and leaves nothing
+behind (found by auditing the training side)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import solve
+from netgen.writer import generate
+
+from solve_helpers import files_under
+
+
+@pytest.fixture(scope="module")
+def voc_model(tmp_path_factory):
+    """A width-1/16 voc-fcn32s folder whose data paths (../../data/...) point nowhere."""
+    return generate("voc-fcn32s", tmp_path_factory.mktemp("audit") / "models", width=1 / 16)
+
+
+def _one_error_line(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as e:
+        solve.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    return err
+
+
+def test_empty_stages_is_an_error_not_a_full_run(capsys, voc_model):
+    before = files_under(voc_model.parent)
+    err = _one_error_line(capsys, [str(voc_model), "--stages", ""])
+    assert "--stages ''" in err
+    assert files_under(voc_model.parent) == before
+
+
+def test_missing_dataset_names_the_resolved_folder_and_leaves_no_snapshot_dir(
+        capsys, voc_model, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # run from elsewhere: the data path is still read from the model folder
+    err = _one_error_line(capsys, [str(voc_model), "--iters", "1", "--quiet"])
+    resolved = os.path.abspath(voc_model / "../../data/sbdd/dataset")
+    assert f"sbdd_dir ../../data/sbdd/dataset (= {resolved}) is not a directory" in err, err
+    assert not (voc_model / "snapshot").exists(), "a failed run left an empty snapshot folder"
+    assert list(tmp_path.iterdir()) == []
