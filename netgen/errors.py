@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import re
 import sys
 from typing import Callable, NoReturn, TypeVar
 
@@ -23,6 +24,15 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise FcnkitError(f"{message} (see {self.prog} --help)")
+
+
+def size_arg(text: str) -> tuple[int, int]:
+    """argparse type for an image size given as HxW (e.g. 500x500): (H, W), both >= 1."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m or min(int(m[1]), int(m[2])) < 1:
+        raise argparse.ArgumentTypeError(f"expected HxW with positive integers, e.g. 500x500, "
+                                         f"not {text!r}")
+    return int(m[1]), int(m[2])
 
 
 def cli_entry(main: F) -> F:

@@ -11,7 +11,7 @@ import re
 import sys
 from pathlib import Path
 
-from netgen.errors import ArgumentParser, FcnkitError, cli_entry
+from netgen.errors import ArgumentParser, FcnkitError, cli_entry, size_arg
 from netgen.fileio import check_writable
 from netgen.proto import caffe_pb2
 from netgen.schema import read_net
@@ -175,7 +175,8 @@ def _transplant(args) -> None:
     out = Path(args.out) if args.out else _default_out(args.source, target)
     check_writable(out)
     weights, report = transplant(net, source, args.suffix, args.seed,
-                                 input_channels=args.input_channels)
+                                 input_channels=args.input_channels,
+                                 input_size=args.input_size)
     if not report.by_action("copied") and not report.by_action("coerced"):
         raise FcnkitError(f"no layer of {args.source} matches a layer of {target} by name"
                           + (f" with suffix {args.suffix!r}" if args.suffix else ""))
@@ -216,7 +217,8 @@ def _stage_init(args) -> None:
     check_writable(args.out)
     source = load_weights(args.source)
     weights, report = stage_init(source, read_net(args.net), seed=args.seed,
-                                 input_channels=args.input_channels)
+                                 input_channels=args.input_channels,
+                                 input_size=args.input_size)
     print(report)
     save_weights(args.out, weights, format=_format_for(args.out, args.format))
     print(f"wrote {args.out}")
@@ -240,10 +242,14 @@ def _add_seed(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def _add_channels(p: argparse.ArgumentParser) -> None:
+    """Sizes of data-layer tops the prototxt leaves open (Python, Data...)."""
     p.add_argument("--input-channels", type=_channels, default=3, metavar="N|TOP=N,...",
                    help="channels of data-layer tops whose shape the prototxt omits: N for the "
                         "first top of each data layer (default 3; later tops count as 1-channel "
                         "labels), or per top, e.g. color=3,hha=3")
+    p.add_argument("--input-size", type=size_arg, metavar="HxW",
+                   help="their height x width, needed only when a parameter shape depends on "
+                        "it (an InnerProduct over the image)")
 
 
 def _transplant_options(p: argparse.ArgumentParser) -> None:

@@ -77,7 +77,8 @@ def param_shapes(net: caffe_pb2.NetParameter, *, input_channels: int | dict[str,
     for name, shapes in results[0].items():
         if any(other.get(name) != shapes for other in results[1:]):
             raise FcnkitError(f"layer {name!r}: its parameter shapes depend on the input size, "
-                              "which the net does not state (give the input size)")
+                              "which the net does not state (give the input size, "
+                              "--input-size HxW)")
     return OrderedDict((name, [tuple(s) for s in shapes]) for name, shapes in results[0].items())
 
 

@@ -297,3 +297,25 @@ def test_interp_with_a_net_without_deconvolutions_writes_nothing(files, tmp_path
     line = user_error(capsys, cli.main, "interp", files / "fcn32s.caffemodel", "--net", net,
                       "--out", out)
     assert str(net) in line and "Deconvolution" in line and not out.exists()
+
+
+def test_input_size_option_sizes_an_inner_product_over_a_data_layer(tmp_path, capsys):
+    """The error asked the user to 'give the input size', which the CLI had no option for."""
+    n = NetSpec()
+    n.data = L.Python(module="m", layer="Layer")
+    n.conv1 = L.Convolution(n.data, num_output=2, kernel_size=3)
+    n.ip = L.InnerProduct(n.conv1, num_output=5)
+    net = tmp_path / "classifier.prototxt"
+    write_prototxt(net, n.to_proto())
+    src = tmp_path / "conv1.caffemodel"
+    save_weights(src, Weights(conv1=[np.ones((2, 3, 3, 3), np.float32),
+                                     np.ones(2, np.float32)], types={"conv1": "Convolution"}))
+    out = tmp_path / "o.caffemodel"
+    assert "--input-size" in user_error(capsys, cli.transplant_script, src, "--net", net,
+                                        "--out", out)
+    assert "--input-size" in user_error(capsys, cli.transplant_script, src, "--net", net,
+                                        "--input-size", "20", "--out", out)
+    assert not out.exists()
+    cli.transplant_script([str(src), "--net", str(net), "--input-size", "10x12",
+                           "--out", str(out)])
+    assert load_weights(out)["ip"][0].shape == (5, 2 * 8 * 10)
