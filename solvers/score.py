@@ -9,7 +9,7 @@ one only predicted has IU 0 and counts.
 """
 from __future__ import annotations
 
-import argparse
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from netgen.errors import FcnkitError, cli_entry
+from solvers.cliargs import Parser
 from solvers.data.classes import CLASS_NAMES, class_names
 from solvers.data.readers import read_index_png
 
@@ -105,10 +106,16 @@ def format_table(m: dict, class_names: Sequence[str] | None = None) -> str:
     return "\n".join(lines)
 
 
+OVERLAY_SUFFIX = "_overlay"  # infer.py writes <stem>_overlay.png beside <stem>.png
+
+
 def _png_stems(folder: Path, what: str) -> dict[str, Path]:
+    """stem -> PNG file; infer.py's colour overlays beside their label PNGs are skipped."""
     if not folder.is_dir():
         raise FcnkitError(f"{what} folder {folder} not found")
     stems = {p.stem: p for p in sorted(folder.glob("*.png")) if p.is_file()}
+    stems = {stem: p for stem, p in stems.items()
+             if not (stem.endswith(OVERLAY_SUFFIX) and stem[:-len(OVERLAY_SUFFIX)] in stems)}
     if not stems:
         raise FcnkitError(f"{what} folder {folder} has no .png files")
     return stems
@@ -123,15 +130,17 @@ def score_dirs(pred_dir: str | Path, gt_dir: str | Path, n_classes: int,
                ignore_label: int | None = VOID) -> np.ndarray:
     """Confusion histogram of every PRED_DIR/x.png against GT_DIR/x.png (index PNGs).
 
-    Both folders must hold the same stems; each pair must have the same size.
+    Every prediction needs its ground truth; the ground truth folder may hold more files (VOC's
+    SegmentationClass holds every split). Each pair must have the same size.
     """
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     preds, gts = _png_stems(pred_dir, "prediction"), _png_stems(gt_dir, "ground truth")
-    for only, where in ((set(preds) - set(gts), pred_dir), (set(gts) - set(preds), gt_dir)):
-        if only:
-            raise FcnkitError(f"unmatched files: {_unmatched(only, where)}")
+    only = set(preds) - set(gts)
+    if only:
+        raise FcnkitError(f"unmatched files: {_unmatched(only, pred_dir)} (no ground truth "
+                          f"in {gt_dir})")
     hist = np.zeros((n_classes, n_classes), dtype=np.int64)
-    for stem in tqdm(sorted(gts), desc="scoring", unit="img", disable=None):
+    for stem in tqdm(sorted(preds), desc="scoring", unit="img", disable=None):
         gt = read_index_png(gts[stem], "ground truth")
         pred = read_index_png(preds[stem], "prediction")
         if gt.shape != pred.shape:
@@ -146,10 +155,12 @@ def score_dirs(pred_dir: str | Path, gt_dir: str | Path, n_classes: int,
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m solvers.score",
-                                 description="Score label PNGs against ground truth PNGs.")
+    ap = Parser(prog="python -m solvers.score",
+                description="Score label PNGs (infer.py's output folder, say) against ground "
+                "truth PNGs of the same names.")
     ap.add_argument("pred_dir", help="predicted label PNGs (class indices)")
-    ap.add_argument("gt_dir", help="ground truth label PNGs with the same file names")
+    ap.add_argument("gt_dir", help="ground truth label PNGs with the same file names (may "
+                    "hold more, e.g. VOC's SegmentationClass)")
     ap.add_argument("--classes", type=int, required=True, help="number of classes")
     ap.add_argument("--names", choices=sorted(CLASS_NAMES), help="class name list")
     ap.add_argument("--ignore", type=int, default=VOID, help="ignored label (255)")
@@ -159,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     names = class_names(a.names, a.classes) if a.names else None
     m = metrics(score_dirs(a.pred_dir, a.gt_dir, a.classes, a.ignore))
     print(format_table(m, names))
+    print(f"{'images scored':<23}{len(_png_stems(Path(a.pred_dir), 'prediction')):>6}")
     return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
 import solve
@@ -42,3 +43,36 @@ def test_missing_dataset_names_the_resolved_folder_and_leaves_no_snapshot_dir(
     assert f"sbdd_dir ../../data/sbdd/dataset (= {resolved}) is not a directory" in err, err
     assert not (voc_model / "snapshot").exists(), "a failed run left an empty snapshot folder"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_score_reads_infer_output_against_a_larger_ground_truth_folder(tmp_path, capsys):
+    """infer.py's folder (labels + overlays) scores against a VOC-like folder of every split."""
+    from data_helpers import write_index_png, write_rgb
+    from solvers.score import fast_hist, main, metrics
+
+    rng = np.random.default_rng(0)
+    gt_dir, pred_dir = tmp_path / "SegmentationClass", tmp_path / "predictions"
+    gt_dir.mkdir(), pred_dir.mkdir()
+    hist = np.zeros((3, 3), np.int64)
+    for i in range(4):
+        gt = rng.integers(0, 3, (5, 6), dtype=np.uint8)
+        write_index_png(gt_dir / f"im{i}.png", gt)
+        if i < 2:  # only two images were segmented
+            pred = rng.integers(0, 3, (5, 6), dtype=np.uint8)
+            write_index_png(pred_dir / f"im{i}.png", pred)
+            write_rgb(pred_dir / f"im{i}_overlay.png", np.zeros((5, 6, 3), np.uint8))
+            hist += fast_hist(gt, pred, 3)
+    assert main([str(pred_dir), str(gt_dir), "--classes", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"{100 * metrics(hist)['mean_iu']:6.2f}" in out
+    assert out.splitlines()[-1].split() == ["images", "scored", "2"]
+
+
+def test_score_usage_mistake_is_one_line(capsys):
+    from solvers.score import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["a", "b"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "--classes" in err
