@@ -1,5 +1,5 @@
 """Segmentation test of a val net: confusion histograms of every SoftmaxWithLoss head over
-`test_iter` forward passes, scored as the FCN paper reports (solvers.score), and the JSON
+one pass over the val split, scored as the FCN paper reports (solvers.score), and the JSON
 record a test writes to metrics.jsonl.
 """
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from .data.base import SegDataset
 from .score import fast_hist, metrics
 from .solver_files import Head
 
@@ -24,28 +25,50 @@ def _finite(x: Any) -> Any:
     return x if math.isfinite(x) else None
 
 
+def val_passes(net: Any, default: int) -> int:
+    """Forward passes that show the test net's data layer each of its items once, as the
+    reference solve.py scores every image of the val list once; `default` (the solver's
+    test_iter) when the net has no fcnkit data layer. A test_iter larger than the val split
+    would count images several times, and one that is no multiple of it would score another
+    mix of images at each test."""
+    for layer in getattr(net, "layers", []):
+        obj = getattr(getattr(layer, "impl", None), "obj", layer)  # engine record or pycaffe
+        dataset = getattr(obj, "dataset", None)
+        if isinstance(dataset, SegDataset):
+            return -(-len(dataset) // dataset.batch_size)
+    return default
+
+
 def seg_test(net: Any, test_heads: list[Head], n_iter: int, loss: list[tuple[str, float]],
              progress: bool = True) -> dict[str, dict]:
-    """Run `n_iter` forward passes of the test net; confusion-histogram metrics per head.
+    """Score the test net over its val split (`n_iter` passes when the size is unknown, see
+    val_passes); confusion-histogram metrics per head.
 
     Each head's result: pixel_acc, mean_acc, mean_iu, fw_iu, per_class_iu, per_class_acc,
     n_pixels, and loss (mean per pass of the net's objective).
     """
     hists: dict[Head, np.ndarray] = {}
     total = 0.0
-    for _ in tqdm(range(n_iter), desc="test", unit="batch", leave=False, disable=not progress):
-        net.forward()
-        total += sum(w * float(np.sum(net.blobs[top].data)) for top, w in loss)
-        for head in test_heads:
-            score = net.blobs[head.score].data
-            n = score.shape[1]
-            if head not in hists:
-                hists[head] = np.zeros((n, n), dtype=np.int64)
-            hists[head] += fast_hist(net.blobs[head.label].data, score.argmax(1)[:, None], n)
+    passes, done = n_iter, 0
+    with tqdm(total=n_iter, desc="test", unit="batch", leave=False, disable=not progress) as bar:
+        while done < passes:
+            net.forward()
+            if done == 0:  # data layers set themselves up in the first forward
+                passes = val_passes(net, n_iter)
+                bar.reset(total=passes)
+            done += 1
+            bar.update(1)
+            total += sum(w * float(np.sum(net.blobs[top].data)) for top, w in loss)
+            for head in test_heads:
+                score = net.blobs[head.score].data
+                n = score.shape[1]
+                if head not in hists:
+                    hists[head] = np.zeros((n, n), dtype=np.int64)
+                hists[head] += fast_hist(net.blobs[head.label].data, score.argmax(1)[:, None], n)
     out = {}
     for head, hist in hists.items():
         m = metrics(hist)
-        m["loss"] = total / max(n_iter, 1)
+        m["loss"] = total / max(done, 1)
         out[head.score] = m
     return out
 

@@ -76,3 +76,30 @@ def test_score_usage_mistake_is_one_line(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and "--classes" in err
+
+
+def test_segmentation_test_scores_each_val_image_once(tmp_path):
+    """A solver's test_iter (5 here) larger than the val split (2 images) must not count images
+    twice, nor score another mix of images at the next test."""
+    from PIL import Image
+
+    from solve_helpers import one_thread, tiny_models
+    from solvers.engine import Net
+    from solvers.seg_test import seg_test
+    from solvers.solver_files import heads, read_solver_files
+    from solvers.train import run_in
+
+    solver = tiny_models(tmp_path, iters=(1, 1, 1))[0]
+    files = read_solver_files(solver)
+    data = tmp_path / "data"
+    ids = (data / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    n_classes = 6
+    valid = sum(int((np.array(Image.open(data / "SegmentationClass" / f"{i}.png"))
+                     < n_classes).sum()) for i in ids)
+    with run_in(solver.parent), one_thread():
+        net = Net(str(solver.parent / "val.prototxt"), "TEST")
+        first = seg_test(net, heads(files.test_net), 5, [], progress=False)
+        second = seg_test(net, heads(files.test_net), 5, [], progress=False)
+    (head,) = first
+    assert first[head]["n_pixels"] == second[head]["n_pixels"] == valid
+    assert first[head]["pixel_acc"] == second[head]["pixel_acc"]
