@@ -10,10 +10,8 @@
 from __future__ import annotations
 
 import argparse
-import re
-from typing import NoReturn
 
-from .errors import FcnkitError, cli_entry
+from .errors import ArgumentParser, FcnkitError, cli_entry, size_arg
 from .fcn import DEFAULT_SIZE
 from .presets import DATASETS, DEFAULT_SET, NETS, PUBLISHED, RECIPES, resolve
 from .writer import DATA_MODES, generate, generate_all, parse_value
@@ -27,21 +25,6 @@ A recipe (--recipe) sets the training choices: 'reference' as published, 'scratc
 from zero."""
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage mistakes are user errors: one line, exit 2, like every other fcnkit error."""
-
-    def error(self, message: str) -> NoReturn:
-        raise FcnkitError(f"{message} (see {self.prog} --help)")
-
-
-def _size(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not m or min(int(m[1]), int(m[2])) < 1:
-        raise argparse.ArgumentTypeError(f"expected HxW with positive integers, e.g. 500x500, "
-                                         f"not {text!r}")
-    return int(m[1]), int(m[2])
-
-
 def _key_value(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip().isidentifier():
@@ -50,7 +33,7 @@ def _key_value(text: str) -> tuple[str, object]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m netgen", description=DESCRIPTION,
+    p = ArgumentParser(prog="python -m netgen", description=DESCRIPTION,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="models", metavar="DIR",
                    help="where the default set goes (default: models)")
@@ -80,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--input-scale", type=float, metavar="S",
                    help="fixed scale of the input before the first convolution (replaces the "
                         "recipe's)")
-    g.add_argument("--input-size", type=_size, default=DEFAULT_SIZE, metavar="HxW",
+    g.add_argument("--input-size", type=size_arg, default=DEFAULT_SIZE, metavar="HxW",
                    help="height x width of Input layers (default 500x500)")
     g.add_argument("--voc-dir", metavar="DIR",
                    help="train/val read this VOC-layout folder (splits train, val), relative "
@@ -96,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Explain a net's geometry for one input size: output shape, "
                                    "receptive field and alignment of every layer.")
     e.add_argument("prototxt", metavar="PROTOTXT", help="net definition to explain")
-    e.add_argument("--size", type=_size, default=(500, 500), metavar="HxW",
+    e.add_argument("--size", type=size_arg, default=(500, 500), metavar="HxW",
                    help="input height x width (default 500x500)")
     return p
 
@@ -123,9 +106,15 @@ def _list() -> None:
 
 def _explain(path: str, size: tuple[int, int]) -> None:
     from .explain import explain  # imported on use: the other commands do not need it
+    from .legacy import upgrade_net
     from .schema import read_net
 
-    print(explain(read_net(path), size))
+    net = read_net(path)
+    try:
+        report = explain(upgrade_net(net), size)  # legacy V1 nets (published VGG16) too
+    except FcnkitError as e:
+        raise FcnkitError(f"{path}: {e}") from None
+    print(report)
 
 
 @cli_entry

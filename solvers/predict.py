@@ -20,7 +20,7 @@ from netgen.fileio import atomic_write
 from netgen.proto import caffe_pb2
 from netgen.schema import read_net
 from surgery.caffemodel import load_weights_for
-from surgery.legacy import upgrade_net
+from netgen.legacy import upgrade_net
 
 from .data.readers import to_caffe_input
 

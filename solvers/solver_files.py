@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from netgen.proto import caffe_pb2
-from surgery.legacy import upgrade_net
+from netgen.legacy import upgrade_net
 
 from netgen.netstate import filter_net, make_state
 

@@ -24,7 +24,7 @@ from netgen.fileio import atomic_write
 from netgen.proto import caffe_pb2
 
 from . import wire
-from .legacy import V0_TYPE_NAMES, V1_TYPE_NAMES, downgrade_net, upgrade_net, v1_type_enum
+from netgen.legacy import V0_TYPE_NAMES, V1_TYPE_NAMES, downgrade_net, upgrade_net, v1_type_enum
 from .wire import I32, I64, LEN, VARINT, WireError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"

@@ -18,7 +18,7 @@ from netgen.proto import caffe_pb2
 from netgen.schema import write_prototxt
 
 from .caffemodel import Weights
-from .legacy import upgrade_net
+from netgen.legacy import upgrade_net
 from .shapes import blob_shapes
 
 FOLDER = Path(__file__).resolve().parent / "classifiers"

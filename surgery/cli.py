@@ -20,7 +20,7 @@ from .caffemodel import Weights, check_layers_in, load_weights, save_weights
 from .classifiers import detect
 from .fillers import Filler
 from .interp import interp
-from .legacy import downgrade_net
+from netgen.legacy import downgrade_net
 from .score_expand import expand_score
 from .stage import stage_init
 from .transplant import transplant

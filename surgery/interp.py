@@ -16,7 +16,7 @@ from netgen.proto import caffe_pb2
 
 from .caffemodel import Weights
 from .fillers import bilinear_kernel
-from .legacy import upgrade_net
+from netgen.legacy import upgrade_net
 
 
 def upsample_filt(size: int) -> np.ndarray:

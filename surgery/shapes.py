@@ -17,7 +17,7 @@ from netgen import shapes as netgen_shapes
 from netgen.errors import FcnkitError
 from netgen.proto import caffe_pb2
 
-from .legacy import upgrade_net
+from netgen.legacy import upgrade_net
 
 _PROBE_SIZES = ((500, 500), (532, 532))  # two sizes, 32 apart, for data layers of no size
 Filler = caffe_pb2.FillerParameter

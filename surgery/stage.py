@@ -16,7 +16,7 @@ from netgen.proto import caffe_pb2
 
 from .caffemodel import Weights
 from .interp import interp
-from .legacy import upgrade_net
+from netgen.legacy import upgrade_net
 from .transplant import Entry, Report, transplant
 
 

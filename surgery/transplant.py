@@ -26,7 +26,7 @@ from netgen.errors import FcnkitError  # noqa: E402
 from netgen.proto import caffe_pb2  # noqa: E402
 from surgery.caffemodel import Weights, legacy_fits  # noqa: E402
 from surgery.fillers import fill  # noqa: E402
-from surgery.legacy import upgrade_net  # noqa: E402
+from netgen.legacy import upgrade_net  # noqa: E402
 from surgery.shapes import net_params  # noqa: E402
 
 ACTIONS = ("copied", "coerced", "dropped", "init")

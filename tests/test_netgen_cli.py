@@ -178,3 +178,20 @@ def test_explain_bad_size(tmp_path, size):
 
 def test_explain_missing_file(tmp_path):
     assert_user_error(netgen("explain", tmp_path / "nope.prototxt", "--size", "10x10"), "nope.prototxt")
+
+
+def test_explain_reads_a_legacy_v1_net(tmp_path, capsys):
+    """The published classifier prototxts use V1 `layers` with net-level inputs."""
+    v1 = tmp_path / "v1.prototxt"
+    v1.write_text('input: "data" input_dim: 1 input_dim: 3 input_dim: 20 input_dim: 20\n'
+                  'layers { name: "c" type: CONVOLUTION bottom: "data" top: "c" '
+                  'convolution_param { num_output: 2 kernel_size: 3 stride: 2 } }\n')
+    assert main(["explain", str(v1), "--size", "20x20"]) == 0
+    row = next(line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("c "))
+    assert row[1] == "Convolution" and "1x2x9x9" in row and "1/2" in row
+
+
+def test_explain_of_an_empty_file_names_it(tmp_path):
+    empty = tmp_path / "empty.prototxt"
+    empty.write_text("")
+    assert_user_error(netgen("explain", empty), str(empty), "no input blob")

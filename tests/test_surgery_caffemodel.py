@@ -16,7 +16,7 @@ from netgen.schema import write_prototxt
 from surgery import wire
 from surgery.caffemodel import Weights, load_weights, load_weights_for, save_weights
 from surgery.classifiers import vgg16
-from surgery.legacy import upgrade_net
+from netgen.legacy import upgrade_net
 
 
 def _small_net() -> caffe_pb2.NetParameter:

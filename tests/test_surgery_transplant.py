@@ -67,7 +67,7 @@ def test_fcn32s_report(vgg_source):
 def test_legacy_v1_target_net(vgg_source):
     """A target written in the V1 format (net-level input_dim, `layers`) is upgraded first."""
     from surgery.classifiers import fully_convolutional
-    from surgery.legacy import downgrade_net
+    from netgen.legacy import downgrade_net
     target = downgrade_net(fully_convolutional(vgg16(width=WIDTH)))
     assert target.layers and list(target.input_dim) == [10, 3, 224, 224]
     weights, report = transplant(target, vgg_source)

@@ -68,7 +68,7 @@ def _load_param(net_param: caffe_pb2.NetParameter | str | os.PathLike) -> caffe_
     elif not isinstance(net_param, caffe_pb2.NetParameter):
         raise FcnkitError(f"Net needs a NetParameter or a prototxt path, got {type(net_param).__name__}")
     if net_param.layers or net_param.input:
-        from surgery.legacy import upgrade_net
+        from netgen.legacy import upgrade_net
         return upgrade_net(net_param)
     copy = caffe_pb2.NetParameter()
     copy.CopyFrom(net_param)

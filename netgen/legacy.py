@@ -8,8 +8,8 @@ follows Caffe's upgrade rules: the `*_param` messages are shared, V1 `blobs_lr`,
 """
 from __future__ import annotations
 
-from netgen.errors import FcnkitError
-from netgen.proto import caffe_pb2
+from .errors import FcnkitError
+from .proto import caffe_pb2
 
 _V1 = caffe_pb2.V1LayerParameter
 
