@@ -207,9 +207,18 @@ def _train(files: SolverFiles, module: ModuleType, weights: Path | None, resume:
     def elapsed() -> float:
         return round(time.perf_counter() - start_time, 3)
 
+    def snapshotted(it: int) -> bool:
+        """Whether the solver itself wrote a snapshot at iteration `it` (its interval)."""
+        return bool(param.snapshot) and it > start and it % param.snapshot == 0
+
     def run_test(it: int) -> None:
         nonlocal scores
-        scores = seg_test(test_net, test_heads, param.test_iter[0], test_loss, progress)
+        try:
+            scores = seg_test(test_net, test_heads, param.test_iter[0], test_loss, progress)
+        except FcnkitError:  # a bad val file must not cost the training done so far
+            if root and not snapshotted(it):
+                solver.snapshot()
+            raise
         for head, m in scores.items():
             write({**scores_record(base, head, m), "iter": it, "elapsed_s": elapsed()})
             tqdm.write(f"[{stage or files.path.parent.name}] iter {it} {head}: "
@@ -243,9 +252,9 @@ def _train(files: SolverFiles, module: ModuleType, weights: Path | None, resume:
                            "elapsed_s": elapsed()})
             if testing and period and done % period == 0 and done != end:
                 run_test(done)
+    if root and not snapshotted(end):
+        solver.snapshot()  # before the final test, which may fail on a bad val file
     if testing:
         run_test(end)
-    if root and not (param.snapshot and end > start and end % param.snapshot == 0):
-        solver.snapshot()  # the solver itself snapshots at its interval
     return TrainResult(module.NAME, end, files.weights_file(end), files.state_file(end),
                        log.path, scores, elapsed())

@@ -103,3 +103,26 @@ def test_segmentation_test_scores_each_val_image_once(tmp_path):
     (head,) = first
     assert first[head]["n_pixels"] == second[head]["n_pixels"] == valid
     assert first[head]["pixel_acc"] == second[head]["pixel_acc"]
+
+
+@pytest.mark.parametrize("iters, test_every", [(1, 5), (2, 1)])
+def test_bad_val_file_keeps_the_training_done(tmp_path, iters, test_every):
+    """A val label (the second: the first is read when the net is built) that fails at the
+    test (final or mid-run) still leaves a snapshot of the iterations trained, to resume from
+    once the file is fixed. The solver's own snapshot interval (5) is not reached."""
+    from data_helpers import write_rgb
+    from netgen.errors import FcnkitError
+    from solve_helpers import one_thread, tiny_models
+    from solvers.solver_files import read_solver_files
+    from solvers.train import train
+
+    solver = tiny_models(tmp_path, iters=(5, 5, 5))[0]
+    data = tmp_path / "data"
+    bad = data / "SegmentationClass" / ((data / "ImageSets" / "Segmentation" / "val.txt")
+                                        .read_text().split()[1] + ".png")
+    write_rgb(bad, np.zeros((32, 32, 3), np.uint8))
+    with one_thread(), pytest.raises(FcnkitError, match="RGB colour image"):
+        train(solver, backend="torch", iters=iters, test_every=test_every, progress=False)
+    files = read_solver_files(solver)
+    first_test = min(iters, test_every)
+    assert files.weights_file(first_test).is_file() and files.state_file(first_test).is_file()
