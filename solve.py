@@ -98,7 +98,8 @@ def _train(a) -> int:
     if a.resume:
         from solvers.train import train
 
-        results = [train(solvers[0], iters=iters, resume=a.resume, **options)]
+        results = [train(solvers[0], iters=iters, resume=a.resume, stage=solvers[0].parent.name,
+                         **options)]  # the same stage label as the run it continues
     else:
         results = run_stages(solvers, weights=a.weights, iters=iters, **options)
     for solver, r in zip(solvers, results):

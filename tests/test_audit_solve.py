@@ -126,3 +126,21 @@ def test_bad_val_file_keeps_the_training_done(tmp_path, iters, test_every):
     files = read_solver_files(solver)
     first_test = min(iters, test_every)
     assert files.weights_file(first_test).is_file() and files.state_file(first_test).is_file()
+
+
+def test_resumed_run_logs_the_same_stage_label(tmp_path):
+    """metrics.jsonl records of a resumed run carry the stage label the first run wrote."""
+    import json
+
+    from solve_helpers import one_thread, tiny_models
+
+    solver = tiny_models(tmp_path, iters=(2, 2, 2))[0]
+    model = solver.parent
+    with one_thread():
+        assert solve.main([str(model), "--iters", "1", "--test-every", "0", "--quiet"]) == 0
+        state = next((model / "snapshot").glob("*_iter_1.solverstate"))
+        assert solve.main([str(model), "--resume", str(state), "--iters", "1",
+                           "--test-every", "0", "--quiet"]) == 0
+    records = [json.loads(line) for line in (model / "snapshot" / "metrics.jsonl").open()]
+    assert [r["phase"] for r in records] == ["start", "train", "start", "train"]
+    assert {r.get("stage") for r in records} == {model.name}
