@@ -290,8 +290,9 @@ def check_classes(model: Model, num_classes: int | None) -> None:
     """Refuse class counts the model or its data layer cannot take."""
     if num_classes is None:
         return
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise FcnkitError(f"--classes must be a positive integer, not {num_classes!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise FcnkitError(f"--classes must be an integer >= 2 (a softmax over one class "
+                          f"cannot learn), not {num_classes!r}")
     choices = model.dataset.class_choices
     if choices and num_classes not in choices:
         raise FcnkitError(f"dataset {model.dataset.name} supports "

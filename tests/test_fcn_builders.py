@@ -80,11 +80,11 @@ def test_classes_option_reaches_every_score_layer_and_the_data_layer(tmp_path):
 
 
 @pytest.mark.parametrize("name, classes, message", [
-    ("voc-fcn8s", 0, "--classes must be a positive integer, not 0"),
-    ("voc-fcn8s", -3, "--classes must be a positive integer"),
+    ("voc-fcn8s", 0, "--classes must be an integer >= 2 (a softmax over one class cannot learn), not 0"),
+    ("voc-fcn8s", -3, "--classes must be an integer >= 2"),
     ("siftflow-fcn8s", 5, "2 heads (33 + 3 classes)"),
     ("synthia-fcn8s", 7, "supports 16 or 19 classes, not 7"),
-    ("synthetic-fcn8s", 1, "needs at least 2 classes"),
+    ("synthetic-fcn8s", 1, "--classes must be an integer >= 2"),
 ])
 def test_bad_class_counts_are_refused(tmp_path, name, classes, message):
     with pytest.raises(FcnkitError, match=re.escape(message)):

@@ -53,8 +53,9 @@ def test_no_arguments_writes_the_default_set(tmp_path):
 
 
 @pytest.mark.parametrize("args, fragments", [
-    (["--classes", "0"], ["--classes must be a positive integer, not 0"]),
-    (["--classes", "-2"], ["--classes must be a positive integer"]),
+    (["--classes", "0"], ["--classes must be an integer >= 2", "not 0"]),
+    (["--classes", "-2"], ["--classes must be an integer >= 2"]),
+    (["--classes", "1"], ["--classes must be an integer >= 2", "not 1"]),
     (["--classes", "many"], ["argument --classes: invalid int value: 'many'"]),
     (["--width", "0"], ["--width must be a positive number, not 0.0"]),
     (["--width", "-0.5"], ["--width must be a positive number"]),
