@@ -11,12 +11,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from netgen.errors import FcnkitError
 from netgen.proto import caffe_pb2
-from surgery.caffemodel import Weights, load_weights
+from surgery.caffemodel import Weights, legacy_fits, load_weights
 
 from .solver_files import SolverFiles, deconvolutions
 
@@ -38,7 +37,7 @@ def _check_fits(net: Any, source: Weights, where: Path) -> None:
                               f"expects {len(target)}")
         for i, (array, blob) in enumerate(zip(arrays, target)):
             want = tuple(blob.data.shape)
-            legacy = (name, i) in source.legacy and array.size == int(np.prod(want))
+            legacy = (name, i) in source.legacy and legacy_fits(tuple(array.shape), want)
             if tuple(array.shape) != want and not legacy:
                 raise FcnkitError(
                     f"{where}: cannot copy layer {name!r} param {i}: shape "
@@ -64,8 +63,11 @@ def fcn_weights(weights: Path, files: SolverFiles, net: Any) -> tuple[Path, Weig
     from surgery.caffemodel import save_weights
     from surgery.transplant import transplant
 
-    converted, report = transplant(files.train_net, source,
-                                   input_channels=_data_channels(net, files.train_net) or 3)
+    try:
+        converted, report = transplant(files.train_net, source,
+                                       input_channels=_data_channels(net, files.train_net) or 3)
+    except FcnkitError as e:  # say which file does not fit (a classifier of another width)
+        raise FcnkitError(f"--weights {weights}: {e}") from None
     taken = {e.layer for e in report if e.action in ("copied", "coerced")}
     kept = Weights(((name, arrays) for name, arrays in converted.items() if name in taken),
                    types=converted.types)

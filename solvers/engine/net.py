@@ -28,11 +28,12 @@ import numpy as np
 import torch
 
 from netgen.errors import FcnkitError
+from netgen.netstate import filter_net, make_state
 from netgen.proto import caffe_pb2
+from surgery.caffemodel import legacy_fits
 
 from .blob import Blob, Param
 from .layers import LAYERS, BuildContext, Layer, Run
-from netgen.netstate import filter_net, make_state
 
 AMP_DTYPES = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Layers whose top is a fresh tensor that their own backward does not read: an in-place
@@ -88,9 +89,7 @@ def _blob_array(blob: caffe_pb2.BlobProto, where: str) -> np.ndarray:
 def _fits(stored: tuple[int, ...], wanted: tuple[int, ...], legacy: bool) -> bool:
     """Caffe's shape check: exact, except that blobs stored with legacy 4-D dims match the
     trailing axes (1x1x4096x25088 fits 4096x25088)."""
-    if legacy and len(wanted) <= 4:
-        return stored == (1,) * (4 - len(wanted)) + tuple(wanted)
-    return stored == wanted
+    return stored == wanted or (legacy and legacy_fits(stored, wanted))
 
 
 class Net:
