@@ -144,3 +144,18 @@ def test_resumed_run_logs_the_same_stage_label(tmp_path):
     records = [json.loads(line) for line in (model / "snapshot" / "metrics.jsonl").open()]
     assert [r["phase"] for r in records] == ["start", "train", "start", "train"]
     assert {r.get("stage") for r in records} == {model.name}
+
+
+def test_classifier_of_another_width_names_the_weights_file(tmp_path, capsys):
+    from solve_helpers import tiny_models
+    from solvers.engine import Net
+    from surgery import caffemodel, classifiers
+
+    model = tiny_models(tmp_path, iters=(1, 1, 1))[0].parent
+    vgg = classifiers.vgg16(width=1 / 4, batch=1, size=32)
+    weights = tmp_path / "vgg16-wide.caffemodel"
+    caffemodel.save_weights(weights, Net(vgg, "TEST").to_weights(), net=vgg, legacy=True)
+    before = files_under(model)
+    err = _one_error_line(capsys, [str(model), "--weights", str(weights), "--quiet"])
+    assert f"--weights {weights}: " in err and "conv1_1" in err, err
+    assert files_under(model) == before
