@@ -8,9 +8,9 @@ import math
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from .data.base import SegDataset
+from .progress import bar as progress_bar
 from .score import fast_hist, metrics
 from .solver_files import Head
 
@@ -50,7 +50,8 @@ def seg_test(net: Any, test_heads: list[Head], n_iter: int, loss: list[tuple[str
     hists: dict[Head, np.ndarray] = {}
     total = 0.0
     passes, done = n_iter, 0
-    with tqdm(total=n_iter, desc="test", unit="batch", leave=False, disable=not progress) as bar:
+    with progress_bar(total=n_iter, desc="test", unit="batch", leave=False,
+                      disable=not progress) as bar:
         while done < passes:
             net.forward()
             if done == 0:  # data layers set themselves up in the first forward

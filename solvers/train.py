@@ -35,6 +35,7 @@ from netgen.fileio import write_text_atomic
 from . import backends
 from .engine.lr_policy import learning_rate
 from .init_weights import init_weights
+from .progress import bar as progress_bar
 from .seg_test import scores_record, seg_test
 from .solver_files import SolverFiles, heads, loss_tops, read_solver_files
 
@@ -230,8 +231,8 @@ def _train(files: SolverFiles, module: ModuleType, weights: Path | None, resume:
                "from": str(resume or weights or "scratch"), "elapsed_s": elapsed()})
     recent: deque[float] = deque(maxlen=max(param.average_loss, 10))
     step_state = sum(1 for v in param.stepvalue if v < start)  # multistep's position
-    bar = tqdm(total=todo, desc=stage or files.path.parent.name, unit="it",
-               disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=todo, desc=stage or files.path.parent.name, unit="it",
+                       disable=not progress, dynamic_ncols=True)
     with bar, _snapshot_on_interrupt(solver, root):
         for it in range(start, end):
             rate, step_state = learning_rate(param, it, step_state)

@@ -159,3 +159,17 @@ def test_classifier_of_another_width_names_the_weights_file(tmp_path, capsys):
     err = _one_error_line(capsys, [str(model), "--weights", str(weights), "--quiet"])
     assert f"--weights {weights}: " in err and "conv1_1" in err, err
     assert files_under(model) == before
+
+
+def test_progress_bars_redraw_rarely_into_a_log_file(tmp_path):
+    """solve.py > log 2>&1: a bar redraw per 30 s, not ten per second."""
+    import io
+
+    from solvers.progress import LOG_INTERVAL, bar
+
+    log = io.StringIO()
+    with bar(total=10**6, file=log) as b:
+        for _ in range(20000):
+            b.update(1)
+    assert b.mininterval == LOG_INTERVAL
+    assert log.getvalue().count("\r") <= 3, log.getvalue()[:300]
