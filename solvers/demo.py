@@ -136,12 +136,13 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), *, backend: str = "au
         raise FcnkitError(f"--iters: the demo has {len(STAGES)} stages; give one count or "
                           f"{len(STAGES)}")
     module = resolve(backend)
-    with _torch_threads(config.threads):
+    with torch_threads(config.threads):
         return _run(Path(out), config, module, gpu, counts, test_every, progress)
 
 
 @contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with n torch CPU threads (tiny nets run fastest on one), then restore."""
     import torch
 
     before = torch.get_num_threads()

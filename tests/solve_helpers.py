@@ -1,17 +1,15 @@
 """Shared helpers for the solve/infer tests: tiny synthetic data, tiny trainable FCN folders."""
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
-import torch
 
-from solvers.demo import DemoConfig, make_models
+from solvers.demo import DemoConfig, make_models, torch_threads
 from solvers.data.synthetic import make_synthetic_voc
 from surgery.caffemodel import load_weights
 
@@ -28,15 +26,9 @@ def tiny_models(folder: Path, iters: Sequence[int] = (2, 2, 2), config: DemoConf
     return make_models(folder / "models", config, iters, config.base_lr)
 
 
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
+def one_thread():
     """Tiny nets run several times faster on one torch thread (and the suite runs in parallel)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return torch_threads(1)
 
 
 def run_script(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
