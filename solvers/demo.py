@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from netgen.errors import FcnkitError
-from netgen.fileio import write_text_atomic
+from netgen.fileio import atomic_write, write_text_atomic
 
 from .data.base import VOC_MEAN
 from .data.readers import read_index_png, read_rgb
@@ -102,7 +102,9 @@ def background_baseline(data: Path, n_classes: int) -> dict:
 
 def write_overlays(data: Path, out: Path, deploy: Path, weights: Path, backend: str,
                    gpu: int | None, count: int, names: Sequence[str]) -> list[Path]:
-    """Predictions of the first `count` val images: label PNGs and overlays with a legend."""
+    """Predictions of the first `count` val images: label PNGs, overlays with a legend, and
+    image | ground truth | prediction panels (<name>_compare.png), which are returned."""
+    from .palette import comparison
     from .predict import Predictor, save_prediction
 
     predictor = Predictor(deploy, weights, "caffe" if backend == "caffe" else "torch", gpu)
@@ -110,8 +112,13 @@ def write_overlays(data: Path, out: Path, deploy: Path, weights: Path, backend: 
     files = []
     for name in val_items(data)[:count]:
         rgb = read_rgb(data / "JPEGImages" / f"{name}.jpg")
-        files.append(save_prediction(out, name, rgb, predictor.labels(rgb, VOC_MEAN),
-                                     list(names))[1])
+        labels = predictor.labels(rgb, VOC_MEAN)
+        save_prediction(out, name, rgb, labels, list(names))
+        truth = read_index_png(data / "SegmentationClass" / f"{name}.png")
+        panel = out / f"{name}_compare.png"
+        with atomic_write(panel, "wb") as f:
+            comparison(rgb, truth, labels, list(names)).save(f, format="PNG")
+        files.append(panel)
     return files
 
 

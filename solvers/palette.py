@@ -90,6 +90,26 @@ def overlay(image: np.ndarray | Image.Image, label: np.ndarray,
     return _with_legend(blended, present, class_names, palette)
 
 
+def comparison(image: np.ndarray | Image.Image, truth: np.ndarray, prediction: np.ndarray,
+               class_names: list[str] | tuple[str, ...] | None = None, alpha: float = 0.5,
+               palette: np.ndarray | None = None, min_side: int = 256) -> Image.Image:
+    """Image | ground truth | prediction side by side (each blended over the image), captioned,
+    enlarged with nearest-neighbour sampling to at least `min_side` pixels high, with one legend
+    for the classes of both labels."""
+    panels = [overlay(image, label, alpha=alpha, palette=palette, legend=False)
+              for label in (np.full_like(_check_label(truth), VOID), truth, prediction)]
+    zoom = max(1, -(-min_side // panels[0].height))
+    caption, gap = 14, 4
+    w, h = panels[0].width * zoom, panels[0].height * zoom
+    strip = Image.new("RGB", (3 * w + 2 * gap, h + caption), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    for k, (panel, title) in enumerate(zip(panels, ("image", "ground truth", "prediction"))):
+        strip.paste(panel.resize((w, h), Image.NEAREST), (k * (w + gap), caption))
+        draw.text((k * (w + gap) + 2, 1), title, fill=(0, 0, 0), font=ImageFont.load_default())
+    present = sorted({int(c) for lab in (truth, prediction) for c in np.unique(lab) if c != VOID})
+    return _with_legend(strip, present, class_names, palette)
+
+
 def _with_legend(img: Image.Image, classes: list[int], names, palette) -> Image.Image:
     pal = voc_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
     font = ImageFont.load_default()

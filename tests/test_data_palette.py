@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from netgen.errors import FcnkitError
-from solvers.palette import colorize, overlay, voc_palette, write_label_png
+from solvers.palette import colorize, comparison, overlay, voc_palette, write_label_png
 
 
 def bitwise_colour(i):
@@ -58,3 +58,23 @@ def test_overlay_and_legend():
     np.testing.assert_array_equal(colorize(label)[0, 15], [192, 128, 128])
     with pytest.raises(FcnkitError, match="image is 30x20 but label is 29x20"):
         overlay(rgb, label[:, :29])
+
+
+def test_comparison_panels_show_image_truth_and_prediction():
+    rgb = np.zeros((32, 40, 3), np.uint8)
+    truth = np.zeros((32, 40), np.uint8)
+    truth[8:16, 8:16] = 1
+    pred = truth.copy()
+    pred[20:, 30:] = 2
+    pred[0, 0] = 255
+    img = np.asarray(comparison(rgb, truth, pred, ["bg", "a", "b"], alpha=1.0, min_side=64))
+    zoom, caption, gap = 2, 14, 4
+    w = 40 * zoom
+    pal = voc_palette()
+    body = lambda k, y, x: img[caption + y * zoom, k * (w + gap) + x * zoom]
+    assert (body(0, 10, 10) == 0).all()                 # the plain image
+    assert (body(1, 10, 10) == pal[1]).all()            # ground truth class 1
+    assert (body(1, 25, 35) == pal[0]).all()
+    assert (body(2, 25, 35) == pal[2]).all()            # predicted class 2
+    assert (body(2, 0, 0) == 0).all()                   # void is not blended
+    assert img.shape[0] == caption + 32 * zoom and img.shape[1] > 3 * w + 2 * gap  # legend

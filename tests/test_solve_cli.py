@@ -37,9 +37,15 @@ def test_demo_end_to_end_tiny(tmp_path):
     assert len(overlays) == 2
     with Image.open(overlays[0]) as im:
         assert im.height >= 32 and im.width > 32  # legend to the right of the image
+    panels = sorted((out / "overlays").glob("*_compare.png"))
+    assert len(panels) == 2 and [str(p) for p in panels] == summary_overlays(out)
     summary = json.loads((out / "summary.json").read_text())
     assert [s["stage"] for s in summary["stages"]] == ["32s", "16s", "8s"]
     assert 0 < summary["baseline_mean_iu"] < 1
+
+
+def summary_overlays(out):
+    return sorted(json.loads((out / "summary.json").read_text())["overlays"])
 
 
 @pytest.fixture(scope="module")
