@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -63,6 +64,16 @@ def make_solver(solver_path: Path, gpu: int | None, amp: str | None = None) -> A
     from .engine.solver import Solver
 
     return Solver(str(solver_path), device=device(join_process_group(gpu)), amp=amp)
+
+
+def seed_iteration(solver: Any, it: int) -> None:
+    """With the solver's random_seed set, seed torch (dropout masks) from (random_seed, rank,
+    iteration) before each iteration: a resumed run draws exactly what an uninterrupted one
+    draws. Without a seed torch's stream just goes on (a resumed run draws anew)."""
+    seed = solver.param.random_seed
+    if seed >= 0:
+        state = np.random.SeedSequence([seed, solver.rank, it]).generate_state(1, np.uint64)
+        torch.manual_seed(int(state[0]))
 
 
 def test_net(solver: Any) -> Any:

@@ -191,6 +191,7 @@ def _train(files: SolverFiles, module: ModuleType, weights: Path | None, resume:
     progress = progress and root
     if resume is not None:
         solver.restore(str(resume))
+        _skip_trained_data(solver.net, int(solver.iter) * param.iter_size)
     else:
         init_weights(solver.net, module, weights, files)
     start = int(solver.iter)
@@ -226,6 +227,7 @@ def _train(files: SolverFiles, module: ModuleType, weights: Path | None, resume:
                        f"mean IU {100 * m['mean_iu']:.2f}  pixel acc {100 * m['pixel_acc']:.2f}"
                        f"  mean acc {100 * m['mean_acc']:.2f}  fw IU {100 * m['fw_iu']:.2f}")
 
+    seed_iteration = getattr(module, "seed_iteration", None)
     write = log.write if root else (lambda record: None)
     write({**base, "phase": "start", "iter": start, "backend": module.NAME,
                "from": str(resume or weights or "scratch"), "elapsed_s": elapsed()})
@@ -236,6 +238,8 @@ def _train(files: SolverFiles, module: ModuleType, weights: Path | None, resume:
     with bar, _snapshot_on_interrupt(solver, root):
         for it in range(start, end):
             rate, step_state = learning_rate(param, it, step_state)
+            if seed_iteration is not None:
+                seed_iteration(solver, it)
             solver.step(1)
             if getattr(solver, "requested_early_exit", False):
                 raise KeyboardInterrupt
@@ -259,3 +263,16 @@ def _train(files: SolverFiles, module: ModuleType, weights: Path | None, resume:
         run_test(end)
     return TrainResult(module.NAME, end, files.weights_file(end), files.state_file(end),
                        log.path, scores, elapsed())
+
+
+def _skip_trained_data(net: Any, batches: int) -> None:
+    """After a restore, move fcnkit's data layers of the train net past the batches the
+    resumed run already trained on (each forward takes one; iter x iter_size of them), so the
+    run goes on with the items and augmentation an uninterrupted run would see next. Engine
+    nets hold the layer object at rec.impl.obj; pycaffe's net.layers are the objects."""
+    from .data.layers import SegDataLayer
+
+    for rec in net.layers:
+        obj = getattr(getattr(rec, "impl", None), "obj", rec)
+        if isinstance(obj, SegDataLayer):
+            obj.skip_batches(batches)

@@ -168,3 +168,42 @@ def test_scale_keeps_label_values():
                                             {"data": IMAGE, "label": LABEL})
     assert out["data"].shape == (3, 9, 9) and out["label"].shape == (1, 9, 9)
     assert set(np.unique(out["label"])) == {0, 3, 7, 255}
+
+
+@pytest.mark.parametrize("loaded", [True, False])
+def test_skip_batches_lands_where_forwards_would(tmp_path, loaded):
+    """skip_batches(n) leaves order and augmentation where n forwards leave them, whether or
+    not a batch is already loaded (the net's shape pass loads one before training)."""
+    make_voc(tmp_path, [(6, 8)] * 5)
+    params = dict(voc_dir=str(tmp_path), split="train", seed=3, mirror=True, scale=(0.5, 1.5),
+                  crop_size=(5, 7), batch_size=2)
+    straight, skipped = (new_layer(L.VOCSegDataLayer, **params) for _ in range(2))
+    top_a, top_b = [Blob(), Blob()], [Blob(), Blob()]
+    straight.setup([], top_a)
+    skipped.setup([], top_b)
+    for _ in range(3):
+        straight.reshape([], top_a)
+        straight.forward([], top_a)
+    if loaded:
+        skipped.reshape([], top_b)
+    skipped.skip_batches(3)
+    for _ in range(4):
+        for layer, top in ((straight, top_a), (skipped, top_b)):
+            layer.reshape([], top)
+            layer.forward([], top)
+        for a, b in zip(top_a, top_b):
+            np.testing.assert_array_equal(a.data, b.data)
+
+
+def test_augmentation_draws_can_be_skipped():
+    data = np.random.default_rng(1).normal(size=(3, 9, 11)).astype(np.float32)
+    label = np.arange(99, dtype=np.uint8).reshape(1, 9, 11)
+    kinds = {"data": IMAGE, "label": LABEL}
+    a, b = (Augment(True, (0.7, 1.3), (5, 6), seed=4) for _ in range(2))
+    draws = [a({"data": data, "label": label}, kinds) for _ in range(6)]
+    b.skip(4)
+    for want in draws[4:]:
+        got = b({"data": data, "label": label}, kinds)
+        for k in kinds:
+            np.testing.assert_array_equal(got[k], want[k])
+    assert any(not np.array_equal(d["label"], draws[0]["label"]) for d in draws[1:])

@@ -139,27 +139,61 @@ def test_classifier_weights_are_transplanted(tmp_path):
     assert (solver.parent / "snapshot" / "VGG16_tiny-fcn.caffemodel").is_file()
 
 
-def test_resume_continues_exactly(tmp_path):
-    """2 + 2 iterations with a resume in between equal 4 straight (one training image, so the
-    data order cannot differ); metrics.jsonl keeps the records of both runs."""
+DROPOUT = """layer {{
+  name: "drop{i}"
+  type: "Dropout"
+  bottom: "fc{i}"
+  top: "fc{i}"
+  dropout_param {{ dropout_ratio: 0.5 }}
+}}
+"""
+
+
+def _randomized_model(folder, batch_size: int, iter_size: int, mirror: bool):
+    """The tiny FCN-32s on 5 training images in seeded random order, with dropout after fc6
+    and fc7 (the scratch recipe has none), the batch and iter_size given, mirroring if asked."""
     from solvers.demo import DemoConfig
 
-    config = DemoConfig(train=1, val=1, size=32)
-    a = tiny_models(tmp_path / "a", iters=(2, 1, 1), config=config)[0]
-    b = tiny_models(tmp_path / "b", iters=(2, 1, 1), config=config)[0]
+    solver = tiny_models(folder, iters=(6, 1, 1), config=DemoConfig(train=5, val=1, size=32))[0]
+    net = solver.parent / "train.prototxt"
+    q = "\\'"  # the prototxt string escapes the param_str's quotes
+    old = f"{q}batch_size{q}: 1}}"
+    text = net.read_text()
+    assert text.count(old) == 1
+    text = text.replace(old, f"{q}batch_size{q}: {batch_size}, {q}mirror{q}: {mirror}}}")
+    for i in (6, 7):
+        relu = (f'layer {{\n  name: "relu{i}"\n  type: "ReLU"\n  bottom: "fc{i}"\n'
+                f'  top: "fc{i}"\n}}\n')
+        assert relu in text
+        text = text.replace(relu, relu + DROPOUT.format(i=i))
+    net.write_text(text)
+    settings = solver.read_text()
+    assert settings.count("iter_size: 1") == 1
+    solver.write_text(settings.replace("iter_size: 1", f"iter_size: {iter_size}"))
+    return solver
+
+
+@pytest.mark.parametrize("batch_size, iter_size, mirror", [(1, 1, False), (2, 2, True)])
+def test_resume_continues_exactly(tmp_path, batch_size, iter_size, mirror):
+    """3 + 3 iterations with a resume in between equal 6 straight, bit for bit, on a randomized
+    multi-image split with dropout (and mirroring): the data layers go on with the items and
+    augmentation draws the straight run sees next, dropout masks are seeded per iteration;
+    metrics.jsonl keeps the records of both runs."""
+    a = _randomized_model(tmp_path / "a", batch_size, iter_size, mirror)
+    b = _randomized_model(tmp_path / "b", batch_size, iter_size, mirror)
     with one_thread():
-        straight = train(a, backend="torch", iters=4, test_every=0, progress=False)
-        first = train(b, backend="torch", iters=2, test_every=0, progress=False)
-        resumed = train(b, backend="torch", iters=2, resume=first.state, progress=False,
+        straight = train(a, backend="torch", iters=6, test_every=0, progress=False)
+        first = train(b, backend="torch", iters=3, test_every=0, progress=False)
+        resumed = train(b, backend="torch", iters=3, resume=first.state, progress=False,
                         test_every=0)
-    assert (first.iter, resumed.iter) == (2, 4)
+    assert (first.iter, resumed.iter) == (3, 6)
     w_a, w_b = weights(straight.weights), weights(resumed.weights)
     for name in w_a:
         for x, y in zip(w_a[name], w_b[name]):
             np.testing.assert_array_equal(x, y, err_msg=name)
     records = [json.loads(line) for line in resumed.metrics_path.read_text().splitlines()]
     assert [(r["phase"], r["iter"]) for r in records] == [
-        ("start", 0), ("train", 2), ("start", 2), ("train", 4)]
+        ("start", 0), ("train", 3), ("start", 3), ("train", 6)]
     assert records[2]["from"] == str(first.state)
 
 

@@ -4,6 +4,9 @@ Image-like tops (float, already mean-subtracted) are resized bilinearly and padd
 (= the mean colour); label tops are resized nearest-neighbour and padded with 255 (void), so
 padding never counts in the loss. A fixed crop size lets batches of differently sized images
 stack.
+
+Each call draws from its own generator, derived from (seed, number of the draw): skipping n
+draws (a resumed run passing over the items already trained on) is exact and needs no image.
 """
 from __future__ import annotations
 
@@ -42,10 +45,21 @@ class Augment:
     scale: tuple[float, float] | None = None
     crop: tuple[int, int] | None = None
     seed: int | None = None
-    rng: np.random.Generator = field(init=False, repr=False)
+    draws: int = field(default=0, init=False)  # draws so far: the next draw's number
+    _entropy: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.rng = np.random.default_rng(self.seed)
+        self._entropy = np.random.SeedSequence(self.seed).entropy  # seed None: fresh entropy
+
+    def skip(self, n: int) -> None:
+        """Pass over the next n draws, as n calls would."""
+        self.draws += n
+
+    def _rng(self) -> np.random.Generator:
+        """The generator of the next draw (and count it)."""
+        seq = np.random.SeedSequence(self._entropy, spawn_key=(self.draws,))
+        self.draws += 1
+        return np.random.default_rng(seq)
 
     @property
     def active(self) -> bool:
@@ -56,19 +70,20 @@ class Augment:
         """Apply one random draw of the augmentation to all tops of `sample` (CxHxW arrays)."""
         if not self.active:
             return sample
+        rng = self._rng()
         out = dict(sample)
         h, w = next(iter(out.values())).shape[-2:]
         if self.scale:
-            s = self.rng.uniform(*self.scale)
+            s = rng.uniform(*self.scale)
             hw = (max(1, round(h * s)), max(1, round(w * s)))
             out = {k: _resize(v, hw, kinds[k]) for k, v in out.items()}
             h, w = hw
-        if self.mirror and self.rng.random() < 0.5:
+        if self.mirror and rng.random() < 0.5:
             out = {k: v[:, :, ::-1] for k, v in out.items()}
         if self.crop:
             out = {k: _pad_to(v, self.crop, kinds[k]) for k, v in out.items()}
             h, w = max(h, self.crop[0]), max(w, self.crop[1])
-            y = int(self.rng.integers(0, h - self.crop[0] + 1))
-            x = int(self.rng.integers(0, w - self.crop[1] + 1))
+            y = int(rng.integers(0, h - self.crop[0] + 1))
+            x = int(rng.integers(0, w - self.crop[1] + 1))
             out = {k: v[:, y:y + self.crop[0], x:x + self.crop[1]] for k, v in out.items()}
         return {k: np.ascontiguousarray(v) for k, v in out.items()}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+from collections import deque
 from pathlib import Path
 from typing import Iterator
 
@@ -91,6 +92,20 @@ class SegDataLayer(_LayerBase):
 
     def backward(self, top, propagate_down, bottom) -> None:
         """Data layers propagate nothing."""
+
+    def skip_batches(self, n: int) -> None:
+        """Pass over the next n batches without reading them: the order and the augmentation
+        draws end where n forwards leave them, so a resumed run (solvers/train.py) continues
+        the data stream of the run it resumes. A batch already loaded (by the net's shape
+        pass) is the first of the n."""
+        if n <= 0:
+            return
+        if self._batch is not None:
+            self._batch = None
+            n -= 1
+        items = n * self.dataset.batch_size
+        deque(itertools.islice(self._order, items), maxlen=0)
+        self.dataset.augment.skip(items)
 
 
 class VOCSegDataLayer(SegDataLayer):
