@@ -3,8 +3,11 @@
 Construction follows Caffe's Net::Init: keep the layers the NetState (phase, level, stages)
 includes, connect bottoms to earlier tops (a top named like its bottom is in-place), create
 each layer's learnable blobs from its fillers (or `param { name }` shares), and propagate
-shapes (on torch's meta device: no compute, no memory). Running the net is a sequence of
-pure torch calls, so autograd gives Caffe's backward: gradients of blobs read by several
+shapes. Convolutions, pooling, crops, eltwise and pointwise layers get their shapes from
+netgen.shapes' Reshape rules as empty meta tensors; the other layers (data, losses, softmax,
+...; all layers under mixed precision) run their forward on torch's meta device, whose Python
+meta kernels import torch._dynamo and sympy on first use (over a second per process) and cost
+milliseconds per layer on every reshape. Running the net is a sequence of pure torch calls, so autograd gives Caffe's backward: gradients of blobs read by several
 layers add up as they do through Caffe's Split layers, and parameter gradients accumulate
 across backward passes like Caffe's diffs until `clear_param_diffs()`.
 
@@ -30,6 +33,7 @@ import torch
 from netgen.errors import FcnkitError
 from netgen.netstate import filter_net, make_state
 from netgen.proto import caffe_pb2
+from netgen.shapes import RULES as SHAPE_RULES
 from surgery.caffemodel import legacy_fits
 
 from .blob import Blob, Param
@@ -41,6 +45,13 @@ AMP_DTYPES = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 FRESH_TOP = frozenset({"Convolution", "Deconvolution", "InnerProduct", "Scale", "Bias",
                        "BatchNorm"})
 HALF = (torch.float16, torch.bfloat16)
+# Layers whose netgen.shapes rule checks all that the engine's forward checks (the engine's
+# convolutions and pooling take 4-D bottoms only): their meta tops come from the rule. The
+# rest run their forward on the meta device, which validates their options against shapes.
+NEEDS_4D = frozenset({"Convolution", "Deconvolution", "Pooling"})
+RULE_SHAPED = NEEDS_4D | {"Crop", "Eltwise", "Split", "ReLU", "Sigmoid", "TanH", "Dropout",
+                          "AbsVal", "BNLL", "Power", "Exp", "Log", "ELU", "Threshold", "Clip",
+                          "Swish"}
 
 
 @dataclass
@@ -161,7 +172,7 @@ class Net:
                 self._make_params(rec, lp, [tuple(b.shape) for b in bottoms], shared)
                 if rec.impl.host_tops:
                     self._make_host_tops(rec)
-                tops = rec.impl.forward(bottoms, self._param_tensors(rec, meta=True), run)
+                tops = self._meta_tops(rec, lp, bottoms, run)
                 for name, t in zip(rec.tops, tops):
                     env[name] = t.to("meta")
                     if name not in self.blobs:
@@ -302,6 +313,23 @@ class Net:
             out.append(t if tuple(t.shape) == shape else t.view(shape))
         return out
 
+    def _meta_tops(self, rec: LayerRecord, lp, bottoms: list[torch.Tensor],
+                   run: Run) -> list[torch.Tensor]:
+        """A layer's tops as meta tensors: by netgen.shapes' rule when it has one (no torch op
+        runs), else by the layer's own forward on the meta device. Where the rule rejects the
+        layer, the forward decides, so the engine accepts and rejects exactly what it runs."""
+        rule = SHAPE_RULES[rec.type] if rec.type in RULE_SHAPED else None
+        four_d = rec.type not in NEEDS_4D or all(b.dim() == 4 for b in bottoms)
+        if rule is not None and four_d and bottoms and self.amp is None:
+            try:
+                shapes = rule(lp, [tuple(b.shape) for b in bottoms], len(rec.tops))
+            except FcnkitError:
+                pass
+            else:
+                return [torch.empty(s, dtype=bottoms[0].dtype, device="meta") for s in shapes]
+        with self._autocast(rec.impl.is_loss or getattr(rec.impl, "full_precision", False)):
+            return rec.impl.forward(bottoms, self._param_tensors(rec, meta=True), run)
+
     def _autocast(self, full: bool):
         if self.amp is None:
             return contextlib.nullcontext()
@@ -315,7 +343,7 @@ class Net:
         first: dict[str, torch.Tensor] = {}
         objective = torch.zeros((), dtype=self._objective_dtype, device="meta" if meta else self.device)
         input_grads = not meta and (self.retain_blob_diffs or self.net_param.force_backward)
-        for rec in self.layers:
+        for rec, lp in zip(self.layers, self.net_param.layer):
             impl = rec.impl
             bottoms = [env[b] for b in rec.bottoms]
             if rec.propagate_down:
@@ -323,8 +351,11 @@ class Net:
             full = impl.is_loss or getattr(impl, "full_precision", False)
             if full and self.amp is not None:
                 bottoms = [b.float() if b.dtype in HALF else b for b in bottoms]
-            with self._autocast(full):
-                tops = impl.forward(bottoms, self._param_tensors(rec, meta), run)
+            if meta:
+                tops = self._meta_tops(rec, lp, bottoms, run)
+            else:
+                with self._autocast(full):
+                    tops = impl.forward(bottoms, self._param_tensors(rec), run)
             if impl.host_tops and not bottoms:
                 tops = [t.to("meta") if meta else
                         t.to(self.device, self.dtype, copy=True).requires_grad_(input_grads)
