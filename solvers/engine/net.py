@@ -8,8 +8,9 @@ netgen.shapes' Reshape rules as empty meta tensors; the other layers (data, loss
 ...; all layers under mixed precision) run their forward on torch's meta device, whose Python
 meta kernels import torch._dynamo and sympy on first use (over a second per process) and cost
 milliseconds per layer on every reshape. Running the net is a sequence of pure torch calls,
-so autograd gives Caffe's backward: gradients of blobs read by several layers add up as they do through Caffe's Split layers, and parameter gradients accumulate
-across backward passes like Caffe's diffs until `clear_param_diffs()`.
+so autograd gives Caffe's backward: gradients of blobs read by several layers add up as they
+do through Caffe's Split layers, and parameter gradients accumulate across backward passes
+like Caffe's diffs until `clear_param_diffs()`.
 
 The objective is Σ loss_weight · sum(top) over all tops; loss_weight defaults to 1 for the
 first top of *Loss layers and 0 otherwise.
