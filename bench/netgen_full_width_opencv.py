@@ -18,53 +18,24 @@ import numpy as np
 
 from netgen.proto import caffe_pb2
 from netgen.schema import read_net
+from netgen.shapes import param_shapes
 from netgen.writer import generate
+from surgery.caffemodel import Weights, save_weights
 
 MODELS = ["voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce", "voc-fcn-alexnet"]
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _blob(shape: tuple[int, ...], rng: np.random.Generator) -> caffe_pb2.BlobProto:
-    """A random BlobProto, its data parsed from packed bytes (fast for ~100M floats)."""
-    scale = 1.0 / float(np.sqrt(np.prod(shape[1:]) or 1))
-    data = (rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)).tobytes()
-    blob = caffe_pb2.BlobProto.FromString(bytes([5 << 3 | 2]) + _varint(len(data)) + data)
-    blob.shape.dim.extend(shape)
-    return blob
-
-
-def random_caffemodel(net: caffe_pb2.NetParameter, seed: int = 0) -> bytes:
+def random_caffemodel(path: Path, net: caffe_pb2.NetParameter, seed: int = 0) -> None:
+    """Random weights of every learnable blob (shapes from netgen.shapes), written by surgery."""
     rng = np.random.default_rng(seed)
-    channels: dict[str, int] = {}
-    weights = caffe_pb2.NetParameter()
-    for layer in net.layer:
-        if layer.type == "Input":
-            channels.update({t: s.dim[1] for t, s in zip(layer.top, layer.input_param.shape)})
-            continue
-        cin = channels[layer.bottom[0]]
-        cout = cin
-        if layer.type in ("Convolution", "Deconvolution"):
-            p = layer.convolution_param
-            cout, k, g = p.num_output, p.kernel_size[0], p.group
-            shape = (cout, cin // g, k, k) if layer.type == "Convolution" else (cin, cout // g, k, k)
-            out = weights.layer.add(name=layer.name, type=layer.type)
-            out.blobs.append(_blob(shape, rng))
-            if p.bias_term:
-                out.blobs.append(_blob((cout,), rng))
-        elif layer.type == "Scale":
-            weights.layer.add(name=layer.name, type=layer.type).blobs.append(_blob((cin,), rng))
-        elif layer.type == "Concat":
-            cout = sum(channels[b] for b in layer.bottom)
-        channels.update({t: cout for t in layer.top})
-    return weights.SerializeToString()
+    types = {layer.name: layer.type for layer in net.layer}
+    weights = Weights(types={})
+    for name, shapes in param_shapes(net).items():
+        scale = [np.float32(1.0 / np.sqrt(np.prod(shape[1:]) or 1)) for shape in shapes]
+        weights[name] = [rng.standard_normal(shape, dtype=np.float32) * k
+                         for shape, k in zip(shapes, scale)]
+        weights.types[name] = types[name]
+    save_weights(path, weights)
 
 
 def main() -> None:
@@ -79,7 +50,7 @@ def main() -> None:
             deploy = folder / "deploy.prototxt"
             t = time.perf_counter()
             model = Path(tmp) / f"{name}.caffemodel"
-            model.write_bytes(random_caffemodel(read_net(deploy)))
+            random_caffemodel(model, read_net(deploy))
             t_write = time.perf_counter() - t
             t = time.perf_counter()
             cvnet = cv2.dnn.readNetFromCaffe(str(deploy), str(model))
