@@ -18,10 +18,10 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from netgen.errors import FcnkitError, cli_entry
+from netgen.presets import VOC_MEAN
 from solvers.cliargs import Parser, non_negative
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
-VOC_MEAN = (104.00699, 116.66877, 122.67892)
 
 
 def build_parser() -> Parser:

@@ -64,10 +64,10 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from netgen.errors import FcnkitError, cli_entry  # noqa: E402
+from netgen.presets import VOC_MEAN  # noqa: E402
 from solvers.engine import Net  # noqa: E402
 
 MODEL = "voc-fcn8s"
-VOC_MEAN = (104.00699, 116.66877, 122.67892)
 GIB = 2 ** 30
 CAFFE_FIT = (2.8, 0.0135)  # Caffe training FCN-8s: GB + MB per input pixel (reported figure)
 SECTIONS = ("forward", "train", "memory")

@@ -30,7 +30,7 @@ from typing import Any, Mapping
 from .errors import FcnkitError
 from .fcn import REFERENCE, DataSpec, Head, Recipe
 
-VOC_MEAN = (104.00699, 116.66877, 122.67892)
+VOC_MEAN = (104.00699, 116.66877, 122.67892)  # BGR ImageNet mean of the FCN VGG models
 SEED = 1337
 
 

@@ -14,12 +14,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from netgen.errors import FcnkitError
+from netgen.presets import VOC_MEAN  # noqa: F401  (the VOC layers' default; re-exported)
 
 from . import params as P
 from .augment import IMAGE, LABEL, Augment
-
-# ImageNet BGR mean the FCN VGG models were trained with (VOC layers' default).
-VOC_MEAN = (104.00699, 116.66877, 122.67892)
 
 COMMON_PARAMS: dict[str, P.Param] = {
     "split": P.Param(P.string, doc="split name (list file or folder, per dataset)"),
