@@ -80,14 +80,14 @@ class SegDataLayer(_LayerBase):
         if self._batch is None:
             idx = [next(self._order) for _ in range(self.dataset.batch_size)]
             self._batch = self.dataset.batch(idx)
-        for blob, name in zip(top, self.dataset.tops):
-            blob.reshape(*self._batch[name].shape)
+        for i, name in enumerate(self.dataset.tops):  # pycaffe's top vector: top[i], no iteration
+            top[i].reshape(*self._batch[name].shape)
 
     def forward(self, bottom, top) -> None:
         if self._batch is None:  # forward without reshape: load now
             self.reshape(bottom, top)
-        for blob, name in zip(top, self.dataset.tops):
-            blob.data[...] = self._batch[name]
+        for i, name in enumerate(self.dataset.tops):
+            top[i].data[...] = self._batch[name]
         self._batch = None
 
     def backward(self, top, propagate_down, bottom) -> None:
