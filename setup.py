@@ -19,6 +19,8 @@ setup(
         "opencv-python-headless>=4.5,<5",
         "scipy>=1.8",
         "tqdm>=4.60",
+        "matplotlib>=3.5",
+        "graphviz>=0.20",
         "torch>=2.1",
     ],
     extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "grpcio-tools>=1.60"]},
