@@ -1,8 +1,8 @@
 """Caffe's weight fillers in numpy, seeded, for parameters a transplant leaves at init.
 
-Formulas follow caffe/filler.hpp (fan_in = count / shape[0], fan_out = count / shape[1],
-the bilinear kernel for kernel_size = 2·factor - factor % 2). The random streams are numpy's,
-not Caffe's, so values match Caffe's in distribution, not bit for bit.
+Formulas follow caffe/filler.hpp at BVLC master (fan_in = count / shape[0], fan_out =
+count / shape[1]; the bilinear kernel as fixed in commit 888597e, 2017). The random streams are
+numpy's, not Caffe's, so values match Caffe's in distribution, not bit for bit.
 """
 from __future__ import annotations
 
@@ -67,9 +67,20 @@ def _msra(param, shape, rng):
 
 
 def bilinear_kernel(size: int) -> np.ndarray:
-    """Caffe's bilinear filler kernel for one (size, size) slice."""
+    """The (size, size) bilinear upsampling kernel: Caffe's `bilinear` filler for one slice,
+    which is also the FCN reference's `upsample_filt` (surgery.interp).
+
+    Caffe fills x = i % K, y = (i / K) % K with f = ceil(K / 2), c = (K - 1) / (2f):
+    (1 - |x/f - c|)(1 - |y/f - c|), a tent centred on pixel (K - 1) / 2, symmetric for every K.
+    Caffe before commit 888597e (so Caffe 1.0) used c = (2f - 1 - f % 2) / (2f), which is
+    off-centre whenever K != 2f - f % 2 (K = 3, 6, 7, 10, 11, ..., 63): a net trained with
+    that Caffe's filler started from another kernel at those sizes. Raises FcnkitError for
+    size < 1.
+    """
+    if size < 1:
+        raise FcnkitError(f"kernel size must be positive, got {size}")
     f = math.ceil(size / 2)
-    c = (2 * f - 1 - f % 2) / (2.0 * f)
+    c = (size - 1) / (2.0 * f)
     ramp = 1 - np.abs(np.arange(size) / f - c)
     return np.outer(ramp, ramp).astype(np.float32)
 

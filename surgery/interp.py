@@ -1,9 +1,12 @@
 """Bilinear upsampling kernels for Deconvolution layers (the FCN reference's `interp`).
 
 FCN upsamples class scores with Deconvolution layers initialised to bilinear interpolation.
-A group-1 layer with as many inputs as outputs gets the kernel on its channel diagonal (each
-class upsampled on its own; other entries zero); a layer with one output channel per input
-(out == 1, or group == channels) gets the kernel on every slice, as Caffe's bilinear filler.
+Every layer gets the same symmetric kernel (surgery.fillers.bilinear_kernel, the reference's
+upsample_filt, centred on pixel (K - 1) / 2 for odd and even K alike), so one upsampling
+written as a group-1 layer or as a grouped (channel-wise) layer computes the same output.
+Where it goes: a layer with as many outputs as inputs gets it on each channel's own
+input -> output slice (each class upsampled on its own; other entries zero), whatever its
+group; a group-1 layer with one output channel gets it on every slice.
 """
 from __future__ import annotations
 
@@ -12,44 +15,34 @@ from typing import Iterable
 import numpy as np
 
 from netgen.errors import FcnkitError
+from netgen.legacy import upgrade_net
 from netgen.proto import caffe_pb2
 
 from .caffemodel import Weights
-from .fillers import bilinear_kernel
-from netgen.legacy import upgrade_net
-
-
-def upsample_filt(size: int) -> np.ndarray:
-    """The (size, size) bilinear kernel: outer product of a tent centred on the kernel.
-
-    factor = ceil(size / 2); centre (size - 1) / 2; value (1 - |x - c| / f)(1 - |y - c| / f).
-    """
-    if size < 1:
-        raise FcnkitError(f"kernel size must be positive, got {size}")
-    factor = (size + 1) // 2
-    center = (size - 1) / 2
-    ramp = 1 - np.abs(np.arange(size) - center) / factor
-    return np.outer(ramp, ramp).astype(np.float32)
+from .fillers import bilinear_kernel as upsample_filt  # the reference's name for the kernel
 
 
 def bilinear_weights(shape: tuple[int, ...], group: int = 1, layer: str = "?") -> np.ndarray:
-    """Deconvolution weights of `shape` (in, out/group, k, k) that upsample bilinearly."""
+    """Deconvolution weights of `shape` (Cin, Cout/group, K, K) that upsample bilinearly.
+
+    Cout == Cin: input channel i feeds output channel i only (weight [i, i % (Cin/group)]).
+    group 1 with Cout == 1: every input feeds the one output (the reference's k == 1 case).
+    Raises FcnkitError for other shapes (non-square, not 4-d, channel counts that differ).
+    """
     if len(shape) != 4:
         raise FcnkitError(f"layer {layer!r}: interp needs 4-d weights, got "
                           f"{'x'.join(map(str, shape))}")
     m, k, h, w = shape
     if h != w:
         raise FcnkitError(f"layer {layer!r}: interp needs square kernels, got {h}x{w}")
-    if group > 1:
-        if not (group == m and k == 1):
-            raise FcnkitError(f"layer {layer!r}: interp needs group 1 or group == channels "
-                              f"(weights {m}x{k}x{h}x{w}, group {group})")
-        return np.broadcast_to(bilinear_kernel(h), shape).copy()
-    if m != k and k != 1:
-        raise FcnkitError(f"layer {layer!r}: interp needs as many input as output channels, or "
-                          f"one output channel (weights {m}x{k}x{h}x{w})")
+    if group < 1 or m % group:
+        raise FcnkitError(f"layer {layer!r}: group {group} does not divide the {m} input "
+                          "channels")
+    if k * group != m and not (group == 1 and k == 1):
+        raise FcnkitError(f"layer {layer!r}: interp needs as many input as output channels, "
+                          f"or one output channel (weights {m}x{k}x{h}x{w}, group {group})")
     out = np.zeros(shape, dtype=np.float32)
-    out[np.arange(m), np.arange(k) if k == m else 0] = upsample_filt(h)
+    out[np.arange(m), np.arange(m) % k] = upsample_filt(h)
     return out
 
 

@@ -156,7 +156,8 @@ layer {{ name: "acc" type: "Accuracy" bottom: "score" bottom: "label" top: "acc"
     out = net.forward(score=score, label=label)
     lab = label[:, 0].astype(int)
     valid = lab != 255
-    better = (score > np.take_along_axis(score, np.where(valid, lab, 0)[:, None], 1)).sum(1)
+    # Caffe: num_better starts at -1 and counts every class scoring >= the label's
+    better = (score >= np.take_along_axis(score, np.where(valid, lab, 0)[:, None], 1)).sum(1) - 1
     hit = (better < top_k) & valid
     assert float(out["acc"]) == pytest.approx(hit.sum() / valid.sum())
     for c in range(5):

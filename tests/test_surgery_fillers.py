@@ -60,14 +60,15 @@ def test_positive_unitball_rows_sum_to_one():
     np.testing.assert_allclose(out.reshape(7, -1).sum(axis=1), 1, rtol=1e-6)
 
 
-@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 16, 63, 64])
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 6, 7, 16, 63, 64])
 def test_bilinear_matches_caffe_index_formula(size):
-    """Caffe fills element i with x = i % w, y = (i / w) % h, f = ceil(w/2),
-    c = (2f - 1 - f % 2) / (2f): (1 - |x/f - c|) (1 - |y/f - c|)."""
+    """Caffe (filler.hpp at master, since 888597e; test_filler.cpp TestFillOdd K=7,
+    TestFillEven K=6) fills element i with x = i % w, y = (i / w) % h, f = ceil(w/2),
+    c = (w - 1) / (2f): (1 - |x/f - c|) (1 - |y/f - c|)."""
     shape = (3, 2, size, size)
     out = fill(Filler(type="bilinear"), shape).reshape(-1)
     f = math.ceil(size / 2)
-    c = (2 * f - 1 - f % 2) / (2 * f)
+    c = (size - 1) / (2 * f)
     for i in range(0, out.size, max(1, out.size // 500)):
         x, y = i % size, (i // size) % size
         assert out[i] == pytest.approx((1 - abs(x / f - c)) * (1 - abs(y / f - c)), abs=1e-6)

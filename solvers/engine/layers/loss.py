@@ -33,6 +33,18 @@ def _labels(layer: Layer, scores: torch.Tensor, label: torch.Tensor, axis: int):
     return scores.reshape(outer, scores.shape[axis], inner), label.reshape(outer, inner).long()
 
 
+def _check_range(layer: Layer, lab: torch.Tensor, valid: torch.Tensor, classes: int,
+                 ignore: int | None) -> None:
+    """Every counted label must be a class 0..classes-1: Caffe's DCHECK_GE/DCHECK_LT on
+    label_value in SoftmaxWithLoss and Accuracy (a debug build aborts, a release build reads
+    another pixel's score). Never clamped into a class here. Raises the layer's error."""
+    bad = valid & ((lab < 0) | (lab >= classes))
+    if bool(bad.any()):
+        raise layer.error(f"label {int(lab[bad][0])} outside [0, {classes})"
+                          + (" (no ignore_label set)" if ignore is None
+                             else f" and not ignore_label {ignore}"))
+
+
 class _SoftmaxCrossEntropy(torch.autograd.Function):
     """Caffe's forward (-log max(p, FLT_MIN)) with its exact gradient (p - onehot) / normaliser."""
 
@@ -84,10 +96,7 @@ class SoftmaxWithLoss(Layer):
         s, lab = _labels(self, scores, label.detach(), axis)
         valid = torch.ones_like(lab, dtype=torch.bool) if self.ignore is None else lab != self.ignore
         if not run.meta:
-            bad = valid & ((lab < 0) | (lab >= s.shape[1]))
-            if bool(bad.any()):
-                raise self.error(f"label {int(lab[bad][0])} outside [0, {s.shape[1]})"
-                                 + ("" if self.ignore is None else f" and not ignore_label {self.ignore}"))
+            _check_range(self, lab, valid, s.shape[1], self.ignore)
         norm = self.normaliser(s.shape[0], s.shape[2], valid.sum()).to(s.dtype)
         tops = [_SoftmaxCrossEntropy.apply(s, lab, valid, norm)]
         if len(self.lp.top) == 2:
@@ -152,8 +161,11 @@ class EuclideanLoss(Layer):
 
 @register
 class Accuracy(Layer):
-    """Fraction of non-ignored items whose label is among the top_k scores (Caffe counts
-    strictly better classes, so ties go to the label). Top 1, if given: per-class accuracy."""
+    """Fraction of non-ignored items whose label is among the top_k scores. As Caffe's
+    accuracy_layer.cpp (since 62e0c85), a class scoring >= the label's counts as better, so
+    ties go against the label: all-equal scores give accuracy 0 for C > top_k, not 1.
+    Top 1, if given: per-class accuracy.
+    A label outside 0..C-1 that is not ignore_label is an error (Caffe's label check)."""
     type = "Accuracy"
     bottoms = (2, 2)
     tops = (1, 2)
@@ -168,12 +180,13 @@ class Accuracy(Layer):
         classes = s.shape[1]
         if p.top_k > classes:
             raise self.error(f"top_k {p.top_k} exceeds the {classes} classes")
-        valid = torch.ones_like(lab, dtype=torch.bool)
-        if p.HasField("ignore_label"):
-            valid = lab != p.ignore_label
-        safe = torch.where(valid, lab, torch.zeros_like(lab)).clamp(0, classes - 1)
+        ignore = p.ignore_label if p.HasField("ignore_label") else None
+        valid = torch.ones_like(lab, dtype=torch.bool) if ignore is None else lab != ignore
+        if not run.meta:
+            _check_range(self, lab, valid, classes, ignore)
+        safe = torch.where(valid, lab, torch.zeros_like(lab))
         mine = s.gather(1, safe.unsqueeze(1))
-        correct = ((s > mine).sum(dim=1) < p.top_k) & valid
+        correct = ((s >= mine).sum(dim=1) <= p.top_k) & valid  # the label counts itself
         count = valid.sum()
         acc = torch.where(count > 0, correct.sum() / count.clamp_min(1), torch.zeros((), device=s.device))
         tops = [acc.to(scores.dtype)]
