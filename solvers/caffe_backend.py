@@ -7,6 +7,11 @@ Caffe is imported only when one of them runs, so fcnkit installs and works witho
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib.util
+import io
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,28 +21,65 @@ from netgen.errors import FcnkitError
 NAME = "caffe"
 
 
-def import_caffe() -> ModuleType:
-    """pycaffe, or FcnkitError saying how to get it (or to use the torch backend)."""
+@functools.cache
+def _probe() -> tuple[ModuleType | None, str]:
+    """Import pycaffe once: (caffe, "") or (None, why not, in one line).
+
+    Any exception counts, not only ImportError: a `_caffe.so` built against numpy 1.x raises
+    SystemError (or prints numpy's ABI warning and raises ImportError) under numpy 2, and a
+    half-built install can fail with anything. The import's Python-level stderr chatter is
+    held back and shown only when the import succeeds.
+    """
+    noise = io.StringIO()
     try:
-        import caffe  # noqa: PLC0415 - optional dependency, imported on demand
-    except ImportError as e:
-        raise FcnkitError(
-            f"backend 'caffe' needs pycaffe, which cannot be imported ({e}); build BVLC Caffe "
-            "with its Python interface and add caffe/python to PYTHONPATH, or use --backend torch"
-        ) from None
+        with contextlib.redirect_stderr(noise):
+            import caffe  # noqa: PLC0415 - optional dependency, imported on demand
+    except Exception as e:  # noqa: BLE001 - a broken pycaffe must not break the torch backend
+        return None, _why(e)
+    sys.stderr.write(noise.getvalue())
     if not hasattr(caffe, "get_solver"):
-        raise FcnkitError(f"the module 'caffe' at {getattr(caffe, '__file__', '?')} is not "
-                          "pycaffe (no caffe.get_solver); use --backend torch")
+        return None, (f"the module 'caffe' at {getattr(caffe, '__file__', '?')} is not "
+                      "pycaffe (no caffe.get_solver)")
+    return caffe, ""
+
+
+def _why(e: BaseException) -> str:
+    """One line on a failed `import caffe`: where it is, the error, and the numpy hint."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    message = f"{type(e).__name__}: {lines[0][:200] if lines else '(no message)'}"
+    try:
+        spec = importlib.util.find_spec("caffe")
+    except Exception:  # noqa: BLE001 - a broken package can fail even here
+        spec = None
+    if spec is None or isinstance(e, ModuleNotFoundError) and e.name == "caffe":
+        return (f"pycaffe cannot be imported ({message}); build BVLC Caffe with its Python "
+                "interface and add caffe/python to PYTHONPATH")
+    where = spec.origin or ", ".join(spec.submodule_search_locations or [])
+    hint = ""
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and int(numpy.__version__.split(".")[0]) >= 2:
+        hint = (f"; pycaffe is built against numpy 1.x and this Python has numpy "
+                f"{numpy.__version__}: use an environment with numpy<2")
+    return f"pycaffe at {where} is broken ({message}){hint}"
+
+
+def import_caffe() -> ModuleType:
+    """pycaffe, or FcnkitError saying in one line why not (missing, broken, not pycaffe) and
+    that --backend torch works without it."""
+    caffe, why = _probe()
+    if caffe is None:
+        raise FcnkitError(f"backend 'caffe' needs pycaffe: {why}; or use --backend torch")
     return caffe
+
+
+def pycaffe() -> ModuleType | None:
+    """pycaffe when it imports, else None (never raises: for code that merely adapts to it)."""
+    return _probe()[0]
 
 
 def available() -> bool:
     """True when pycaffe imports."""
-    try:
-        import_caffe()
-    except FcnkitError:
-        return False
-    return True
+    return pycaffe() is not None
 
 
 def use_device(gpu: int | None) -> ModuleType:

@@ -21,6 +21,7 @@ import numpy as np
 
 from netgen.errors import FcnkitError
 
+from ..caffe_backend import pycaffe
 from .ade20k import ADE20KSegDataset
 from .base import SegDataset
 from .driving import CityscapesSegDataset, KITTIRoadSegDataset, SYNTHIASegDataset
@@ -28,11 +29,10 @@ from .pascal import PASCALContextSegDataset, SBDDSegDataset, VOCSegDataset
 from .scenes import NYUDSegDataset, SIFTFlowSegDataset
 from .synthetic import SyntheticSegDataset
 
-try:  # real Caffe present: be a genuine Python layer
-    import caffe  # type: ignore[import-not-found]
-
-    _LayerBase: type = caffe.Layer
-except ImportError:
+_caffe = pycaffe()  # None when missing or broken (a broken pycaffe must not stop the engine)
+if _caffe is not None:  # real Caffe present: be a genuine Python layer
+    _LayerBase: type = _caffe.Layer
+else:
     class _LayerBase:  # type: ignore[no-redef]
         """Stand-in for caffe.Layer: the engine sets `param_str` before calling setup."""
 
