@@ -38,7 +38,8 @@ def build_parser() -> Parser:
     ap.add_argument("--mean", default=",".join(map(str, VOC_MEAN)),
                     help="B,G,R mean subtracted from the image (VOC/ImageNet mean)")
     ap.add_argument("--classes", help=f"class names for the legend: {', '.join(CLASS_NAMES)}, "
-                    "or a text file with one name per line (default: voc for 21 classes)")
+                    "or a text file with one name per line (default: the dataset netgen generated the "
+                    "model for, else voc for 21 classes)")
     ap.add_argument("--output", default="score", help="blob to take the argmax of (score)")
     ap.add_argument("--alpha", type=float, default=0.5, help="overlay opacity 0..1 (0.5)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -83,14 +84,18 @@ def find_images(items: list[str]) -> list[Path]:
     return found
 
 
-def class_list(spec: str | None, n: int | None) -> list[str] | None:
-    """Legend names for n classes: a known list, a file of names, or voc when n == 21.
+def class_list(spec: str | None, n: int | None, deploy: Path | None = None) -> list[str] | None:
+    """Legend names for n classes: a known list, a file of names, or (no spec) the class list
+    of the dataset a netgen-generated `deploy` net was made for, else voc when n == 21.
 
     With n None only checks that `spec` names a list or a readable file.
     """
-    from solvers.data.classes import CLASS_NAMES, class_names
+    from solvers.data.classes import CLASS_NAMES, class_names, model_class_names
 
     if spec is None:
+        from_model = model_class_names(deploy, n) if deploy is not None and n else None
+        if from_model is not None:
+            return list(from_model)
         return list(class_names("voc")) if n == 21 else None
     if spec in CLASS_NAMES:
         return list(class_names(spec, n))
@@ -120,7 +125,7 @@ def segment(predictor, images: list[Path], out: Path, mean, classes: str | None,
         rgb = read_rgb(path)
         label = predictor.labels(rgb, mean)
         if not written:
-            names = class_list(classes, predictor.num_classes)
+            names = class_list(classes, predictor.num_classes, predictor.deploy)
             out.mkdir(parents=True, exist_ok=True)
         written.append(save_prediction(out, path.stem, rgb, label, names, alpha)[0])
     return written

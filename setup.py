@@ -15,7 +15,7 @@ setup(
         "numpy>=1.23",
         "protobuf>=7.35.1",
         "h5py>=3.0",
-        "Pillow>=9.0",
+        "Pillow>=10.1",
         "opencv-python-headless>=4.5,<5",
         "scipy>=1.8",
         "tqdm>=4.60",

@@ -62,13 +62,28 @@ def colorize(label: np.ndarray, palette: np.ndarray | None = None) -> np.ndarray
     return pal[_check_label(label)]
 
 
+VOID_NAME = "void / ignored"
+
+
+def text_size(height: int) -> int:
+    """Legend and caption font size in pixels for a picture `height` pixels high: 1/36 of it,
+    at least 12, so names stay readable from a 128-pixel panel to a 3000-pixel photo."""
+    return max(12, round(height / 36))
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)  # Pillow's bundled scalable font (Pillow >= 10.1)
+
+
 def overlay(image: np.ndarray | Image.Image, label: np.ndarray,
             class_names: list[str] | tuple[str, ...] | None = None, alpha: float = 0.5,
             palette: np.ndarray | None = None, legend: bool = True) -> Image.Image:
     """Blend the label's colours over an RGB image (void stays unblended) and add a legend.
 
-    The legend, to the right of the image, lists each class present in `label` with its
-    colour swatch and name (or index when no names are given).
+    The legend, to the right of the image and scaled to its height (text_size), lists each
+    class present in `label` with its colour swatch and name (or index when no names are
+    given), and a "void / ignored" entry (an empty swatch: the image shows through) when
+    void pixels are present.
     """
     rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
     label = _check_label(label)
@@ -86,47 +101,79 @@ def overlay(image: np.ndarray | Image.Image, label: np.ndarray,
     blended = Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8), mode="RGB")
     if not legend:
         return blended
-    present = [int(c) for c in np.unique(label) if c != VOID]
-    return _with_legend(blended, present, class_names, palette)
+    return _with_legend(blended, _present(label), class_names, palette, void_swatch=None)
+
+
+def _present(*labels: np.ndarray) -> list[int]:
+    """Classes found in the labels, void (255) last when present."""
+    found = sorted({int(c) for lab in labels for c in np.unique(_check_label(lab))})
+    return [c for c in found if c != VOID] + [c for c in found if c == VOID]
 
 
 def comparison(image: np.ndarray | Image.Image, truth: np.ndarray, prediction: np.ndarray,
-               class_names: list[str] | tuple[str, ...] | None = None, alpha: float = 0.5,
+               class_names: list[str] | tuple[str, ...] | None = None,
                palette: np.ndarray | None = None, min_side: int = 256) -> Image.Image:
-    """Image | ground truth | prediction side by side (each blended over the image), captioned,
-    enlarged with nearest-neighbour sampling to at least `min_side` pixels high, with one legend
-    for the classes of both labels."""
-    panels = [overlay(image, label, alpha=alpha, palette=palette, legend=False)
-              for label in (np.full_like(_check_label(truth), VOID), truth, prediction)]
+    """Image | ground truth | prediction side by side, the labels in solid palette colours
+    (void in the palette's void colour) so a region's colour is the legend's, captioned,
+    enlarged with nearest-neighbour sampling to at least `min_side` pixels high, with one
+    legend (scaled to the panel height) for the classes of both labels, void included."""
+    rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+    truth, prediction = _check_label(truth), _check_label(prediction)
+    for what, lab in (("ground truth", truth), ("prediction", prediction)):
+        if rgb.shape[:2] != lab.shape:
+            raise FcnkitError(f"comparison: image is {rgb.shape[1]}x{rgb.shape[0]} but "
+                              f"{what} is {lab.shape[1]}x{lab.shape[0]}")
+    panels = [Image.fromarray(np.ascontiguousarray(rgb[..., :3]), mode="RGB")]
+    panels += [Image.fromarray(colorize(lab, palette), mode="RGB") for lab in (truth, prediction)]
     zoom = max(1, -(-min_side // panels[0].height))
-    caption, gap = 14, 4
     w, h = panels[0].width * zoom, panels[0].height * zoom
+    size = text_size(h)
+    caption, gap = round(size * 1.5), max(4, size // 3)
     strip = Image.new("RGB", (3 * w + 2 * gap, h + caption), (255, 255, 255))
     draw = ImageDraw.Draw(strip)
+    font = _font(size)
     for k, (panel, title) in enumerate(zip(panels, ("image", "ground truth", "prediction"))):
         strip.paste(panel.resize((w, h), Image.NEAREST), (k * (w + gap), caption))
-        draw.text((k * (w + gap) + 2, 1), title, fill=(0, 0, 0), font=ImageFont.load_default())
-    present = sorted({int(c) for lab in (truth, prediction) for c in np.unique(lab) if c != VOID})
-    return _with_legend(strip, present, class_names, palette)
-
-
-def _with_legend(img: Image.Image, classes: list[int], names, palette) -> Image.Image:
+        draw.text((k * (w + gap) + gap // 2, caption // 2), title, fill=(0, 0, 0), font=font,
+                  anchor="lm")
     pal = voc_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
-    font = ImageFont.load_default()
-    row, pad = 14, 4
-    entries = [f"{c} {names[c]}" if names is not None and c < len(names) else str(c)
+    return _with_legend(strip, _present(truth, prediction), class_names, palette,
+                        void_swatch=tuple(int(v) for v in pal[VOID]), text_height=h)
+
+
+def _with_legend(img: Image.Image, classes: list[int], names, palette,
+                 void_swatch: tuple[int, int, int] | None,
+                 text_height: int | None = None) -> Image.Image:
+    """`img` with a legend to its right: swatch and "index name" per class, void as
+    VOID_NAME (void_swatch colour, or an empty swatch where the image shows through), in
+    as many columns as the height needs. Text is text_size(text_height or img.height)."""
+    pal = voc_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
+    size = text_size(text_height or img.height)
+    font = _font(size)
+    swatch, pad = size, max(4, size // 3)
+    row = swatch + pad
+    entries = [(VOID_NAME if c == VOID else
+                f"{c} {names[c]}" if names is not None and c < len(names) else str(c), c)
                for c in classes]
-    draw_probe = ImageDraw.Draw(img)
-    text_w = max((int(draw_probe.textlength(e, font=font)) for e in entries), default=0)
-    width = img.width + (pad * 3 + row + text_w if entries else 0)
-    height = max(img.height, pad + len(entries) * (row + pad))
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    if not entries:
+        return img
+    probe = ImageDraw.Draw(img)
+    text_w = max(int(probe.textlength(text, font=font)) for text, _ in entries)
+    per_col = max(1, (img.height - pad) // row)
+    cols = -(-len(entries) // per_col)
+    col_w = swatch + 2 * pad + text_w
+    canvas = Image.new("RGB", (img.width + pad + cols * col_w,
+                               max(img.height, pad + min(per_col, len(entries)) * row)),
+                       (255, 255, 255))
     canvas.paste(img, (0, 0))
     draw = ImageDraw.Draw(canvas)
-    x0 = img.width + pad
-    for k, (c, text) in enumerate(zip(classes, entries)):
-        y = pad + k * (row + pad)
-        draw.rectangle([x0, y, x0 + row - 1, y + row - 1], fill=tuple(int(v) for v in pal[c]),
-                       outline=(0, 0, 0))
-        draw.text((x0 + row + pad, y + 1), text, fill=(0, 0, 0), font=font)
+    outline = max(1, size // 16)
+    for k, (text, c) in enumerate(entries):
+        x = img.width + pad + (k // per_col) * col_w
+        y = pad + (k % per_col) * row
+        fill = void_swatch if c == VOID else tuple(int(v) for v in pal[c])
+        draw.rectangle([x, y, x + swatch - 1, y + swatch - 1], fill=fill, outline=(0, 0, 0),
+                       width=outline)
+        draw.text((x + swatch + pad, y + swatch // 2), text, fill=(0, 0, 0), font=font,
+                  anchor="lm")
     return canvas

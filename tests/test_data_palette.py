@@ -4,7 +4,9 @@ import pytest
 from PIL import Image
 
 from netgen.errors import FcnkitError
-from solvers.palette import colorize, comparison, overlay, voc_palette, write_label_png
+from solvers.data.classes import VOC as VOC_NAMES
+from solvers.palette import (colorize, comparison, overlay, text_size, voc_palette,
+                             write_label_png)
 
 
 def bitwise_colour(i):
@@ -61,20 +63,54 @@ def test_overlay_and_legend():
 
 
 def test_comparison_panels_show_image_truth_and_prediction():
-    rgb = np.zeros((32, 40, 3), np.uint8)
+    rgb = np.full((32, 40, 3), 90, np.uint8)
     truth = np.zeros((32, 40), np.uint8)
     truth[8:16, 8:16] = 1
+    truth[16, :] = 255
     pred = truth.copy()
+    pred[16, :] = 0
     pred[20:, 30:] = 2
-    pred[0, 0] = 255
-    img = np.asarray(comparison(rgb, truth, pred, ["bg", "a", "b"], alpha=1.0, min_side=64))
-    zoom, caption, gap = 2, 14, 4
+    img = np.asarray(comparison(rgb, truth, pred, ["bg", "a", "b"], min_side=64))
+    zoom, size = 2, text_size(64)
+    caption, gap = round(size * 1.5), max(4, size // 3)
     w = 40 * zoom
     pal = voc_palette()
     body = lambda k, y, x: img[caption + y * zoom, k * (w + gap) + x * zoom]
-    assert (body(0, 10, 10) == 0).all()                 # the plain image
-    assert (body(1, 10, 10) == pal[1]).all()            # ground truth class 1
+    assert (body(0, 10, 10) == 90).all()                # the plain image
+    assert (body(1, 10, 10) == pal[1]).all()            # ground truth class 1, solid
     assert (body(1, 25, 35) == pal[0]).all()
-    assert (body(2, 25, 35) == pal[2]).all()            # predicted class 2
-    assert (body(2, 0, 0) == 0).all()                   # void is not blended
+    assert (body(1, 16, 3) == pal[255]).all()           # void in the palette's void colour
+    assert (body(2, 25, 35) == pal[2]).all()            # predicted class 2, solid
+    assert (body(2, 16, 3) == pal[0]).all()
     assert img.shape[0] == caption + 32 * zoom and img.shape[1] > 3 * w + 2 * gap  # legend
+    legend = img[:, 3 * w + 2 * gap:]
+    for c in (0, 1, 2, 255):  # a swatch per class of either label, and one for void
+        assert (legend == pal[c]).all(-1).sum() >= (size - 2) ** 2
+
+
+def test_legend_scales_with_the_image_and_names_void():
+    assert text_size(128) == 12 and text_size(3000) == 83
+    label = np.zeros((3000, 120), np.uint8)  # the legend follows the height (a 3000x3000
+    label[:1000] = 15                          # photo's legend, without its pixels)
+    label[-10:] = 255
+    rgb = np.zeros((3000, 120, 3), np.uint8)
+    big = overlay(rgb, label, list(VOC_NAMES), legend=True)
+    small = overlay(rgb[:150], label[:150], list(VOC_NAMES), legend=True)
+    big_legend = np.asarray(big)[:, 120:]
+    small_legend = np.asarray(small)[:, 120:]
+    assert big_legend.shape[1] > 4 * small_legend.shape[1]  # text grows with the image
+
+    def ink_rows(a):  # rows of the legend with dark text or outline in them
+        rows = np.flatnonzero((a.min(-1) < 80).any(1))
+        return rows.max() - rows.min() + 1
+    assert ink_rows(big_legend) > 5 * ink_rows(small_legend)
+    # swatches: person's colour, 83 px squares (5 px outline) in the big one
+    assert (big_legend == voc_palette()[15]).all(-1).sum() >= 70 * 70
+    # void has an entry whose swatch is empty (the image shows through void in an overlay)
+    assert _legend_texts(label, list(VOC_NAMES))[-1] == "void / ignored"
+    assert "void / ignored" not in _legend_texts(label[:1000], list(VOC_NAMES))
+
+
+def _legend_texts(label, names):
+    from solvers.palette import VOID_NAME, _present
+    return [VOID_NAME if c == 255 else names[c] for c in _present(label)]
