@@ -6,7 +6,10 @@ composing the maps on the way gives the map between them; FCN uses it to compute
 its Crop layers instead of hand-tuning them. Exact fractions keep offsets such as 19 exact.
 
 The per-layer rules live in one table (RULES) and read a LayerParameter, so the same rules serve
-NetSpec tops (coord_map_from_to, crop) and prototxt blobs by name (coord_map_between).
+NetSpec tops (top_coord_map, coord_map_from_to, crop) and prototxt blobs by name
+(coord_map_between). coord_map_from_to and crop answer as pycaffe's caffe.coord_map does
+(numpy arrays; RuntimeError for unconnected tops, AssertionError for an impossible crop, as
+FcnkitErrors), so BVLC's own test_coord_map.py passes with its imports changed.
 """
 from __future__ import annotations
 
@@ -14,7 +17,9 @@ from collections import deque
 from fractions import Fraction
 from typing import Callable, Hashable, Iterable, NamedTuple
 
-from .errors import FcnkitError
+import numpy as np
+
+from .errors import FcnkitAssertionError, FcnkitError, FcnkitRuntimeError
 from .geometry import Window, broadcast, conv_window, pool_window, where
 from .netspec import LAYER_TYPES, Function, L, Top
 from .proto import caffe_pb2
@@ -159,8 +164,8 @@ def _visit(maps: dict, queue: deque, node: Hashable, m: CoordMap, bottoms: tuple
             maps[bottom] = found
             queue.append(bottom)
         elif not _same(maps[bottom], found):
-            raise FcnkitError(f"{describe(bottom)} is reached along paths with different coordinate "
-                              f"maps {_show(maps[bottom])} and {_show(found)}")
+            raise FcnkitRuntimeError(f"{describe(bottom)} is reached along paths with different "
+                                     f"coordinate maps {_show(maps[bottom])} and {_show(found)}")
 
 
 def _show(m: CoordMap) -> str:
@@ -186,8 +191,8 @@ def walk_between(src: Hashable, dst: Hashable, producer: Producer, describe) -> 
             return compose(to_maps[node], inverse(from_maps[node]))
         _visit(to_maps, queue, node, *_step(node, producer, stops), describe)
     ended = f" (the walk stops at {', '.join(dict.fromkeys(stops))})" if stops else ""
-    raise FcnkitError(f"cannot relate {describe(src)} to {describe(dst)}: they have no common "
-                      f"ancestor through spatial layers{ended}")
+    raise FcnkitRuntimeError(f"cannot relate {describe(src)} to {describe(dst)}: they have no "
+                             f"common ancestor through spatial layers{ended}")
 
 
 # ---- NetSpec tops
@@ -214,22 +219,43 @@ def _top_graph() -> tuple[Producer, Callable[[Top], str]]:
     return producer, describe
 
 
-def coord_map_from_to(top_from: Top, top_to: Top) -> CoordMap:
-    """Map from top_from's coordinates to top_to's (NetSpec tops), as pycaffe's coord_map_from_to."""
+def top_coord_map(top_from: Top, top_to: Top) -> CoordMap:
+    """Map from top_from's coordinates to top_to's (NetSpec tops), in exact fractions.
+
+    Raises FcnkitRuntimeError (a RuntimeError) when no spatial path joins them.
+    """
     producer, describe = _top_graph()
     return walk_between(top_from, top_to, producer, describe)
 
 
+def coord_map_from_to(top_from: Top, top_to: Top) -> tuple[int | None, np.ndarray, np.ndarray]:
+    """(axis, scale, shift) from top_from's coordinates to top_to's, as pycaffe returns it.
+
+    axis: the last non-spatial axis (1 for N, C, H, W), None for a pointwise-only path.
+    scale, shift: float64 arrays, y = scale * x + shift, one entry per spatial axis when the
+    axes differ and one shared entry when they agree (pycaffe's length with scalar kernel
+    sizes); compare and compute with them as with pycaffe's (`a == 1`, `b - pad`).
+    Raises FcnkitRuntimeError (a RuntimeError, as pycaffe) when no spatial path joins the tops.
+    """
+    m = top_coord_map(top_from, top_to)
+    scale, shift = broadcast(m.scale, m.shift)
+    return m.axis, np.array(scale, dtype=np.float64), np.array(shift, dtype=np.float64)
+
+
 def crop_offsets(m: CoordMap, what: str) -> tuple[int, list[int]]:
-    """(Crop axis, offsets) that cut the `from` blob down to the `to` blob given the map between."""
+    """(Crop axis, offsets) that cut the `from` blob down to the `to` blob given the map between.
+
+    Raises FcnkitAssertionError (an AssertionError, as pycaffe's crop) for a scale other than 1,
+    a negative or a fractional offset.
+    """
     if any(a != 1 for a in m.scale):
-        raise FcnkitError(f"cannot crop {what}: scale mismatch (scale {', '.join(map(str, m.scale))}, "
+        raise FcnkitAssertionError(f"cannot crop {what}: scale mismatch (scale {', '.join(map(str, m.scale))}, "
                           "must be 1)")
     if any(b > 0 for b in m.shift):
-        raise FcnkitError(f"cannot crop {what}: negative offset {', '.join(str(-b) for b in m.shift)}"
+        raise FcnkitAssertionError(f"cannot crop {what}: negative offset {', '.join(str(-b) for b in m.shift)}"
                           " (the first blob starts inside the second)")
     if any(b.denominator != 1 for b in m.shift):
-        raise FcnkitError(f"cannot crop {what}: non-integer offset "
+        raise FcnkitAssertionError(f"cannot crop {what}: non-integer offset "
                           f"{', '.join(str(-b) for b in m.shift)}")
     axis = 1 if m.axis is None else m.axis
     return axis + 1, [int(-b) for b in m.shift]

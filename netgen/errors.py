@@ -19,6 +19,37 @@ class FcnkitError(Exception):
     """A problem with the user's input: message says what and where (file:line, layer, option)."""
 
 
+@functools.cache
+def error_class(base: type[Exception]) -> type[FcnkitError]:
+    """FcnkitError that is also `base`, the class pycaffe (or Caffe's Python layer) raises for
+    the same mistake: a script ported from pycaffe keeps its `except RuntimeError:` and the
+    CLIs still print one line. Falls back to FcnkitError for a class that cannot be mixed in."""
+    if issubclass(base, FcnkitError):
+        return base
+    try:
+        return type(f"Fcnkit{base.__name__}", (FcnkitError, base),
+                    {"__module__": __name__, "__doc__": f"FcnkitError raised where pycaffe "
+                                                       f"raises {base.__name__}."})
+    except TypeError:  # e.g. a C layout that does not combine with FcnkitError
+        return FcnkitError
+
+
+def error_like(base: type[Exception], message: str) -> FcnkitError:
+    """An error_class(base) carrying `message` (FcnkitError when base needs other arguments)."""
+    try:
+        return error_class(base)(message)
+    except TypeError:  # constructors such as UnicodeDecodeError's take more than a message
+        return FcnkitError(message)
+
+
+# The classes pycaffe's net_spec.py and coord_map.py raise, as FcnkitErrors.
+FcnkitAssertionError = error_class(AssertionError)
+FcnkitAttributeError = error_class(AttributeError)
+FcnkitRuntimeError = error_class(RuntimeError)
+FcnkitTypeError = error_class(TypeError)
+FcnkitValueError = error_class(ValueError)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose usage mistakes are user errors too: one line under cli_entry, exit 2."""
 

@@ -10,8 +10,10 @@
 The layer vocabulary is not a list in this file: it is read from the schema. Every
 `<Type>Parameter` message the LayerParameter carries as a `*_param` field makes `L.<Type>` valid
 and routes its keyword arguments into that message, so a script written for pycaffe's NetSpec ports
-by changing only its imports. Mistakes (unknown layer type, unknown option) raise FcnkitError
-naming the layer and option when the net is turned into a proto.
+by changing only its imports. Mistakes raise FcnkitError naming the layer and option; each is
+also the class pycaffe raises for it (an input that is not a Top: TypeError, as soon as the
+layer is made; an unknown option: AttributeError; a bad value: protobuf's TypeError or
+ValueError; checked when the net is turned into a proto), so a ported `except` still works.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from typing import Any, Iterable
 
 from google.protobuf.descriptor import FieldDescriptor
 
-from .errors import FcnkitError
+from .errors import FcnkitAttributeError, FcnkitError, FcnkitTypeError, FcnkitValueError, error_like
 from .proto import caffe_pb2
 
 # Layer types whose parameters live in a message not named after them.
@@ -71,7 +73,8 @@ def _enum_value(field: FieldDescriptor, value: Any, where: str) -> Any:
             return field.enum_type.values_by_name[value].number
         except KeyError:
             names = ", ".join(field.enum_type.values_by_name)
-            raise FcnkitError(f"{where}: {field.name} must be one of {names}, not {value!r}") from None
+            raise FcnkitValueError(f"{where}: {field.name} must be one of {names}, "
+                                   f"not {value!r}") from None
     return value
 
 
@@ -79,7 +82,7 @@ def assign_proto(proto: Any, name: str, value: Any, where: str = "") -> None:
     """Set proto.name from plain Python data: dicts fill messages, lists fill repeated fields."""
     field = proto.DESCRIPTOR.fields_by_name.get(name)
     if field is None:
-        raise FcnkitError(f"{where}: {proto.DESCRIPTOR.name} has no option {name!r}")
+        raise FcnkitAttributeError(f"{where}: {proto.DESCRIPTOR.name} has no option {name!r}")
     inner = f"{where}.{name}" if where else name
     is_repeated = _is_repeated(field)
     is_message = field.type == FieldDescriptor.TYPE_MESSAGE
@@ -96,7 +99,9 @@ def assign_proto(proto: Any, name: str, value: Any, where: str = "") -> None:
         else:
             setattr(proto, name, _enum_value(field, value, inner))
     except (TypeError, ValueError) as e:
-        raise FcnkitError(f"{inner}: bad value {value!r}: {e}") from None
+        if isinstance(e, FcnkitError):
+            raise
+        raise error_like(type(e), f"{inner}: bad value {value!r}: {e}") from None
 
 
 def _fill_message(msg: Any, value: Any, where: str) -> None:
@@ -104,7 +109,8 @@ def _fill_message(msg: Any, value: Any, where: str) -> None:
         msg.CopyFrom(value)
         return
     if not isinstance(value, dict):
-        raise FcnkitError(f"{where}: expected a dict of {msg.DESCRIPTOR.name} options, got {value!r}")
+        raise FcnkitAttributeError(f"{where}: expected a dict of {msg.DESCRIPTOR.name} options, "
+                                   f"got {value!r}")
     for k, v in value.items():
         assign_proto(msg, k, v, where)
 
@@ -131,8 +137,8 @@ class Function:
         self.type_name = type_name
         self.inputs = tuple(inputs)
         for i, inp in enumerate(self.inputs):
-            if not isinstance(inp, Top):
-                raise FcnkitError(f"{type_name}: input {i} is {inp!r}, not a layer output")
+            if not isinstance(inp, Top):  # pycaffe's words and class (its test_net_spec checks both)
+                raise FcnkitTypeError(f"{type_name} input {i} is not a Top (type is {type(inp)})")
         self.params = dict(params)
         self.ntop = int(self.params.pop("ntop", 1))
         self.in_place = bool(self.params.pop("in_place", False))
@@ -185,7 +191,7 @@ class Function:
                     return sub
         if key in layer.DESCRIPTOR.fields_by_name:
             return layer
-        raise FcnkitError(f"{where}: unknown option {key!r}")
+        raise FcnkitAttributeError(f"{where}: unknown option {key!r}")
 
 
 class NetSpec:

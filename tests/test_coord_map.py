@@ -10,7 +10,8 @@ from hypothesis import given, strategies as st
 
 from fcn_topologies import fcn8s, fcn16s, fcn32s, fcn_alexnet, opencv_net
 from netgen.coord_map import (IDENTITY, PASS_THROUGH, CoordMap, compose, coord_map_between,
-                              coord_map_from_to, crop, function_layer, inverse, layer_coord_map)
+                              coord_map_from_to, crop, function_layer, inverse, layer_coord_map,
+                              top_coord_map)
 from netgen.errors import FcnkitError
 from netgen.netspec import L, NetSpec, P
 from netgen.schema import parse_prototxt
@@ -149,7 +150,7 @@ def test_prototxt_and_netspec_agree():
     net = n.to_proto()
     for a, b in [("upscore8", "data"), ("score_pool3", "upscore_pool4"), ("pool4", "upscore2"),
                  ("data", "fuse_pool3")]:
-        assert coord_map_between(net, a, b) == coord_map_from_to(n[a], n[b])
+        assert coord_map_between(net, a, b) == top_coord_map(n[a], n[b])
 
 
 def test_in_place_history_is_kept():
@@ -254,3 +255,78 @@ def test_maps_predict_where_opencv_puts_pixels():
     assert inside.sum() > 200
     for c in (0, 1):
         np.testing.assert_allclose(half[c][inside], want[c][inside], atol=1e-3)
+
+
+# ------------------------------------------------------------------ pycaffe's answers
+# Facts from BVLC caffe python/caffe/coord_map.py and its test/test_coord_map.py (master 9b89154):
+# coord_map_from_to returns (axis, scale, shift) with numpy arrays; unconnected tops raise
+# RuntimeError; crop() asserts scale 1 and an integer shift <= 0 (AssertionError).
+
+def _coord_net(ks=3, stride=1, pad=0, pool=2, dstride=2, dpad=0):
+    """BVLC's coord_net_spec: data -> conv -> max pool -> deconv (kernel 2x its stride)."""
+    n = NetSpec()
+    n.data = L.Input(shape=dict(dim=[2, 1, 100, 100]))
+    n.conv = L.Convolution(n.data, num_output=10, kernel_size=ks, stride=stride, pad=pad)
+    n.pool = L.Pooling(n.conv, pool=P.Pooling.MAX, kernel_size=pool, stride=pool, pad=0)
+    dks = [2 * s for s in dstride] if isinstance(dstride, list) else 2 * dstride
+    n.deconv = L.Deconvolution(n.pool, num_output=10, kernel_size=dks, stride=dstride, pad=dpad)
+    return n
+
+
+@pytest.mark.parametrize("pool, dstride, pad, dpad, shift", [
+    (2, 2, 0, 0, 0), (4, 4, 0, 0, -1), (2, 2, 7, 0, -7), (2, 2, 0, 7, 7), (2, 2, 7, 7, 0)])
+def test_coord_map_from_to_returns_pycaffes_arrays(pool, dstride, pad, dpad, shift):
+    n = _coord_net(pad=pad, pool=pool, dstride=dstride, dpad=dpad)
+    ax, a, b = coord_map_from_to(n.deconv, n.data)
+    assert ax == 1
+    assert isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype == np.float64
+    assert a.shape == b.shape == (1,)          # scalar kernel sizes: one shared entry
+    assert a == 1 and b == shift and b - pad == shift - pad   # comparable, usable in arithmetic
+
+
+def test_anisotropic_map_has_one_entry_per_axis():
+    def deconv_to_data(n):
+        return coord_map_from_to(n.deconv, n.data)
+
+    _, a33, b33 = deconv_to_data(_coord_net(ks=3, stride=1, pad=0))
+    _, a55, b55 = deconv_to_data(_coord_net(ks=5, stride=2, pad=10))
+    ax, a, b = deconv_to_data(_coord_net(ks=[3, 5], stride=[1, 2], pad=[0, 10]))
+    assert ax == 1 and a.shape == b.shape == (2,)
+    assert (a[0], b[0], a[1], b[1]) == (a33[0], b33[0], a55[0], b55[0])
+
+
+def test_nd_conv_maps_every_spatial_axis():
+    n = NetSpec()
+    n.data = L.Input(shape=dict(dim=[2, 3, 100, 100, 100]))
+    n.conv = L.Convolution(n.data, num_output=10, kernel_size=[3, 3, 3], stride=[1, 1, 1], pad=[0, 1, 2])
+    n.pool = L.Pooling(n.conv, pool=P.Pooling.MAX, kernel_size=2, stride=2)
+    n.deconv = L.Deconvolution(n.pool, num_output=10, kernel_size=4, stride=2)
+    ax, a, b = coord_map_from_to(n.deconv, n.data)
+    assert ax == 1 and len(a) == len(b) == 3 and np.all(a == 1)
+    assert b[0] - 1 == b[1] and b[1] - 1 == b[2]
+
+
+def test_crop_of_crop_adds_its_offset():
+    n = _coord_net()
+    _, a, b = coord_map_from_to(n.deconv, n.data)
+    n.crop = L.Crop(n.deconv, n.data, axis=2, offset=6)
+    ax, a_crop, b_crop = coord_map_from_to(n.crop, n.data)
+    assert ax == 1 and a_crop == a and b_crop == b + 6
+
+
+def test_unconnected_tops_raise_runtime_error():
+    n, other = _coord_net(), _coord_net()
+    n.ip = L.InnerProduct(n.deconv, num_output=10)   # no coordinate map: the walk stops there
+    for top_from, top_to in [(n.ip, n.data), (other.deconv, n.data)]:
+        with pytest.raises(RuntimeError) as e:
+            coord_map_from_to(top_from, top_to)
+        assert isinstance(e.value, FcnkitError)
+
+
+@pytest.mark.parametrize("net_options", [dict(pool=3, dstride=2),   # scale mismatch
+                                         dict(dpad=10)])            # negative offset
+def test_impossible_crops_raise_assertion_error(net_options):
+    n = _coord_net(**net_options)
+    with pytest.raises(AssertionError) as e:
+        crop(n.deconv, n.data)
+    assert isinstance(e.value, FcnkitError)

@@ -86,18 +86,35 @@ def test_layer_vocabulary_comes_from_the_schema():
     assert P.Eltwise.SUM == caffe_pb2.EltwiseParameter.SUM
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda d: L.Convolution(d, kernel_sise=3), "layer bad (Convolution): unknown option 'kernel_sise'"),
-    (lambda d: L.Pooling(d, pool="MEDIAN"), "pool must be one of MAX, AVE, STOCHASTIC"),
-    (lambda d: L.Convolutoin(d), "unknown layer type 'Convolutoin'"),
-    (lambda d: L.Convolution(d, num_output="many"), "num_output: bad value 'many'"),
+# Each mistake is a FcnkitError and also the class pycaffe's net_spec.py lets through for it
+# (BVLC caffe python/caffe/net_spec.py, master 9b89154): getattr on the LayerParameter for an
+# unknown option (AttributeError), protobuf's own TypeError/ValueError for a bad value. pycaffe
+# does not check layer types (Caffe does when it loads the net): that one is a plain FcnkitError.
+@pytest.mark.parametrize("make, message, pycaffe_class", [
+    (lambda d: L.Convolution(d, kernel_sise=3), "layer bad (Convolution): unknown option 'kernel_sise'",
+     AttributeError),
+    (lambda d: L.Pooling(d, pool="MEDIAN"), "pool must be one of MAX, AVE, STOCHASTIC", ValueError),
+    (lambda d: L.Convolutoin(d), "unknown layer type 'Convolutoin'", FcnkitError),
+    (lambda d: L.Convolution(d, num_output="many"), "num_output: bad value 'many'", TypeError),
+    (lambda d: L.Convolution(d, weight_filler=3), "expected a dict of FillerParameter", AttributeError),
 ])
-def test_mistakes_are_named(make, message):
+def test_mistakes_are_named(make, message, pycaffe_class):
     n = NetSpec()
     n.data = L.Input(shape=dict(dim=[1, 1, 4, 4]))
     n.bad = make(n.data)
-    with pytest.raises(FcnkitError, match=re.escape(message)):
+    with pytest.raises(FcnkitError, match=re.escape(message)) as caught:
         n.to_proto()
+    assert isinstance(caught.value, pycaffe_class)
+
+
+def test_an_input_that_is_not_a_top_is_pycaffes_type_error():
+    """BVLC test_net_spec.py test_type_error: pycaffe raises TypeError with exactly these words
+    when the layer is made; unpacking the tuple of tops is the fix."""
+    data = L.DummyData(ntop=2)
+    with pytest.raises(TypeError, match=r"^Silence input 0 is not a Top \(type is <class 'tuple'>\)$") as e:
+        L.Silence(data, ntop=0)
+    assert isinstance(e.value, FcnkitError)
+    L.Silence(*data, ntop=0)
 
 
 def test_opencv_reads_and_runs_a_netspec_net(tmp_path):
