@@ -5,10 +5,16 @@ mean (per-class) accuracy, mean IU and frequency-weighted IU. A class absent fro
 ground truth and the predictions has an undefined IU and is left out of the means (NaN);
 one only predicted has IU 0 and counts.
 
-    python -m solvers.score PRED_DIR GT_DIR --classes 21 [--names voc]
+    python -m solvers.score PRED_DIR GT_DIR --classes 21 [--names voc] [--out DIR]
+
+The CLI prints the per-class table and writes the row-normalised confusion matrix as a PNG
+(plot_confusion) with the scores as JSON and CSV for scripts (write_scores).
 """
 from __future__ import annotations
 
+import csv
+import io
+import json
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -17,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from netgen.errors import FcnkitError, cli_entry
+from netgen.fileio import atomic_write, write_text_atomic
 from solvers.cliargs import Parser
 from solvers.data.classes import CLASS_NAMES, class_names
 from solvers.data.readers import read_index_png
@@ -106,6 +113,84 @@ def format_table(m: dict, class_names: Sequence[str] | None = None) -> str:
     return "\n".join(lines)
 
 
+def normalised_confusion(hist: np.ndarray) -> np.ndarray:
+    """Each true class's row of the confusion histogram divided by its pixel count: entry
+    [i, j] is the fraction of class i's pixels predicted as j (the diagonal is the per-class
+    accuracy); rows of classes absent from the ground truth are NaN."""
+    hist = np.asarray(hist, dtype=np.float64)
+    return _ratio(hist, hist.sum(1, keepdims=True) + np.zeros_like(hist))
+
+
+SCORE_FILES = ("confusion.png", "scores.json", "scores.csv")
+
+
+def plot_confusion(hist: np.ndarray, path: Path,
+                   class_names: Sequence[str] | None = None, title: str = "") -> Path:
+    """The row-normalised confusion matrix (normalised_confusion) as a PNG heat map, true
+    class down, predicted class across, percentages written in the cells up to 30 classes;
+    rows of classes absent from the ground truth are grey."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    norm = normalised_confusion(hist)
+    n = len(norm)
+    names = list(class_names) if class_names is not None else [str(i) for i in range(n)]
+    side = min(40.0, max(5.0, 0.42 * n + 2.5))
+    fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    cmap = matplotlib.colormaps["Blues"].with_extremes(bad="0.85")  # grey: class not in truth
+    image = ax.imshow(np.ma.masked_invalid(100 * norm), cmap=cmap, vmin=0, vmax=100)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="% of the true class's pixels")
+    font = max(4.0, min(10.0, 160 / n))
+    labels = [f"{i} {name}" for i, name in enumerate(names)]
+    ax.set_xticks(range(n), labels, rotation=90, fontsize=font)
+    ax.set_yticks(range(n), labels, fontsize=font)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if n <= 30:
+        for i, j in np.ndindex(n, n):
+            if norm[i, j] >= 0.005:
+                ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center",
+                        fontsize=font, color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_title(title or "confusion matrix, rows normalised", fontsize=10)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_scores(out: str | Path, hist: np.ndarray,
+                 class_names: Sequence[str] | None = None) -> list[Path]:
+    """Write the confusion matrix PNG, scores.json (summary scores, per-class IU / accuracy,
+    the raw histogram) and scores.csv (one row per class) into `out`; returns the files."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    m = metrics(hist)
+    n = len(m["per_class_iu"])
+    names = list(class_names) if class_names is not None else [str(i) for i in range(n)]
+    if len(names) != n:
+        raise FcnkitError(f"{len(names)} class names for {n} classes")
+    value = lambda x: None if np.isnan(x) else float(x)  # JSON has no NaN
+    counts = np.asarray(hist, dtype=np.int64)
+    classes = [{"id": i, "name": names[i], "iu": value(m["per_class_iu"][i]),
+                "acc": value(m["per_class_acc"][i]), "pixels": int(counts[i].sum()),
+                "predicted": int(counts[:, i].sum())} for i in range(n)]
+    summary = {k: value(m[k]) for k in ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")}
+    report = {**summary, "n_pixels": m["n_pixels"], "classes": classes,
+              "confusion": counts.tolist()}
+    png, js, csv_path = (out / name for name in SCORE_FILES)
+    plot_confusion(hist, png, names, f"confusion matrix, rows normalised  (mean IU "
+                   f"{_pct(m['mean_iu']).strip()}, pixel acc {_pct(m['pixel_acc']).strip()})")
+    write_text_atomic(js, json.dumps(report, indent=1) + "\n")
+    rows = io.StringIO()
+    writer = csv.DictWriter(rows, fieldnames=list(classes[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(classes)
+    write_text_atomic(csv_path, rows.getvalue())
+    return [png, js, csv_path]
+
+
 OVERLAY_SUFFIX = "_overlay"  # infer.py writes <stem>_overlay.png beside <stem>.png
 
 
@@ -164,13 +249,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--classes", type=int, required=True, help="number of classes")
     ap.add_argument("--names", choices=sorted(CLASS_NAMES), help="class name list")
     ap.add_argument("--ignore", type=int, default=VOID, help="ignored label (255)")
+    ap.add_argument("--out", help="folder for confusion.png, scores.json and scores.csv "
+                    "(default: PRED_DIR/scores)")
     a = ap.parse_args(argv)
     if not 1 <= a.classes <= 256:
         raise FcnkitError(f"--classes must be 1..256, got {a.classes}")
     names = class_names(a.names, a.classes) if a.names else None
-    m = metrics(score_dirs(a.pred_dir, a.gt_dir, a.classes, a.ignore))
+    hist = score_dirs(a.pred_dir, a.gt_dir, a.classes, a.ignore)
+    m = metrics(hist)
     print(format_table(m, names))
     print(f"{'images scored':<23}{len(_png_stems(Path(a.pred_dir), 'prediction')):>6}")
+    files = write_scores(Path(a.out) if a.out else Path(a.pred_dir) / "scores", hist, names)
+    print(f"confusion matrix and scores: {', '.join(map(str, files))}")
     return 0
 
 
