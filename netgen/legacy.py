@@ -62,7 +62,7 @@ def v1_type_enum(type_name: str, where: str = "") -> int:
                           "(write the current format instead)") from None
 
 
-def _is_repeated(field) -> bool:
+def is_repeated(field) -> bool:
     # protobuf >= 5.28 has is_repeated; `label` is gone in protobuf 7.
     if hasattr(field, "is_repeated"):
         return field.is_repeated
@@ -72,7 +72,7 @@ def _is_repeated(field) -> bool:
 def _copy_fields(src, dst, names) -> None:
     for name in names:
         field = src.DESCRIPTOR.fields_by_name[name]
-        if _is_repeated(field):
+        if is_repeated(field):
             getattr(dst, name).extend(getattr(src, name))
         elif src.HasField(name):
             if field.message_type is not None:

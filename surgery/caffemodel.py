@@ -23,8 +23,9 @@ from netgen.errors import FcnkitError
 from netgen.fileio import atomic_write
 from netgen.proto import caffe_pb2
 
-from . import wire
-from netgen.legacy import V0_TYPE_NAMES, V1_TYPE_NAMES, downgrade_net, upgrade_net, v1_type_enum
+from . import hdf5, wire
+from netgen.legacy import (V0_TYPE_NAMES, V1_TYPE_NAMES, downgrade_net, is_repeated, upgrade_net,
+                           v1_type_enum)
 from .wire import I32, I64, LEN, VARINT, WireError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -38,6 +39,7 @@ _V0_LAYER, _V0_BLOBS, _V0_NAME = 1, 50, 1
 # BlobProto
 _NUM, _CHANNELS, _HEIGHT, _WIDTH, _DATA, _SHAPE, _DOUBLE_DATA = 1, 2, 3, 4, 5, 7, 8
 _LEGACY_DIMS = (_NUM, _CHANNELS, _HEIGHT, _WIDTH)
+MAX_BLOB_AXES = 32  # Caffe's kMaxBlobAxes (blob.hpp)
 _WRITE_CHUNK = 1 << 22  # elements converted at a time when an array is not float32 already
 # Packed little-endian floats can be read from the file straight into float32 arrays.
 _DIRECT_READ = hasattr(os, "preadv") and sys.byteorder == "little"
@@ -181,14 +183,16 @@ def _decode_net(buf, size: int, fd: int | None = None) -> Weights:
         else:
             header.append(buf[field.start:field.end])
     net = caffe_pb2.NetParameter.FromString(b"".join(header))
+    _check_text(net, "net header")
     weights = Weights(net=net)
-    for kind, meta, blobs, legacy in records:
+    for index, (kind, meta, blobs, legacy) in enumerate(records):
+        message = caffe_pb2.LayerParameter if kind == NET_LAYER else caffe_pb2.V1LayerParameter
+        layer = message.FromString(meta)
+        _check_text(layer, f"layer {index}")
         if kind == NET_LAYER:
-            layer = caffe_pb2.LayerParameter.FromString(meta)
             net.layer.append(layer)
             name, type_ = layer.name, layer.type
         else:
-            layer = caffe_pb2.V1LayerParameter.FromString(meta)
             net.layers.append(layer)
             name = layer.name or layer.layer.name
             type_ = V1_TYPE_NAMES.get(layer.type, "") or V0_TYPE_NAMES.get(layer.layer.type, "")
@@ -197,6 +201,24 @@ def _decode_net(buf, size: int, fd: int | None = None) -> Weights:
             weights.types[name] = type_
             weights.legacy.update((name, i) for i, flag in enumerate(legacy) if flag)
     return weights
+
+
+def _check_text(message, where: str) -> None:
+    """FcnkitError unless every string field of `message` (nested ones too) is UTF-8 text.
+
+    Caffe's proto2 strings are not checked by protobuf when parsed: the bad bytes surface
+    later as bytes objects or a UnicodeDecodeError, far from the file. Checked here instead.
+    """
+    for field, value in message.ListFields():
+        try:
+            values = list(value) if is_repeated(field) else [value]
+        except UnicodeDecodeError:
+            values = [b""]
+        if field.type == field.TYPE_STRING and any(not isinstance(v, str) for v in values):
+            raise DecodeError(f"{where}: {field.name} is not UTF-8 text")
+        if field.type == field.TYPE_MESSAGE:
+            for v in values:
+                _check_text(v, f"{where} {field.name}")
 
 
 def _decode_layer(buf, field: wire.Field, kind: int, fd: int | None) -> tuple[bytes, list, list]:
@@ -241,7 +263,8 @@ def _decode_blob(buf, start: int, end: int, fd: int | None) -> tuple[np.ndarray,
         n, wt = f.number, f.wire_type
         if (n, wt) in ((_DATA, I32), (_DOUBLE_DATA, I64)):  # unpacked: a run of records
             dtype = "<f4" if n == _DATA else "<f8"
-            run, pos = wire.unpacked_run(buf, f.start, end, wire.unpacked_key(n, wt), dtype)
+            key = bytes(buf[f.start:f.value_start])
+            run, pos = wire.unpacked_run(buf, f.start, end, key, dtype)
             (floats if n == _DATA else doubles).append(run)
         elif n in (_DATA, _DOUBLE_DATA) and wt == LEN:
             dtype = "<f4" if n == _DATA else "<f8"
@@ -261,7 +284,11 @@ def _decode_blob(buf, start: int, end: int, fd: int | None) -> tuple[np.ndarray,
         dims = [legacy.get(i, 0) for i in _LEGACY_DIMS]
     elif dims is None:  # no shape stored at all: a flat vector
         dims = [count] if count != 1 else []
-    if math.prod(dims) != count:
+    if any(d < 0 for d in dims):
+        raise WireError(start, f"negative blob dimension in {tuple(dims)}")
+    if len(dims) > MAX_BLOB_AXES:
+        raise WireError(start, f"{len(dims)} blob axes, Caffe allows {MAX_BLOB_AXES}")
+    if math.prod(dims) != count:  # Python ints: a product past int64 is just unequal
         raise WireError(start, f"shape {tuple(dims)} needs {math.prod(dims)} values but "
                                f"{count} are stored")
     data = np.empty(count, dtype=np.float32)
@@ -290,46 +317,48 @@ def _decode_shape(buf, start: int, end: int) -> list[int]:
     dims: list[int] = []
     for f in wire.iter_fields(buf, start, end):
         if f.number == 1 and f.wire_type == LEN:
-            dims += wire.read_packed_varints(buf, f.value_start, f.end)
+            dims += wire.read_packed_varints(buf, f.value_start, f.end, MAX_BLOB_AXES)
         elif f.number == 1 and f.wire_type == VARINT:
             dims.append(wire.as_int64(f.value))
+        if len(dims) > MAX_BLOB_AXES:
+            raise WireError(start, f"more than {MAX_BLOB_AXES} blob axes (Caffe's limit)")
     if any(d < 0 for d in dims):
         raise WireError(start, f"negative blob dimension in {tuple(dims)}")
     return dims
 
 
 def _load_hdf5(path: Path) -> Weights:
+    """Caffe's HDF5 weights, read through surgery.hdf5's checks (links, sizes, errors)."""
     import h5py
 
     weights = Weights()
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as e:
-        raise FcnkitError(f"{path}: unreadable HDF5 file ({e})") from None
-    with h5:
-        data = h5.get("data")
+    h5 = hdf5.open_hdf5(path)
+    with h5, hdf5.hdf5_errors(path):
+        link = h5.get("data", getlink=True)
+        data = h5.get("data") if isinstance(link, h5py.HardLink) else None
         if not isinstance(data, h5py.Group):
             raise FcnkitError(f"{path}: HDF5 file has no /data group, so it is not a Caffe "
                               "HDF5 caffemodel")
-        _read_h5_group(path, data, "", weights)
+        _read_h5_group(path, data, "", weights, set())
     return weights
 
 
-def _read_h5_group(path: Path, group, prefix: str, weights: Weights) -> None:
+def _read_h5_group(path: Path, group, prefix: str, weights: Weights, seen: set) -> None:
     """Datasets 0..n-1 in /data/<layer> are that layer's blobs; a '/' in a layer name nests."""
     import h5py
 
-    datasets = {k: v for k, v in group.items() if isinstance(v, h5py.Dataset)}
+    members = list(hdf5.hard_members(path, group, f"/data/{prefix}".rstrip("/"), seen))
+    datasets = {k: v for k, v in members if isinstance(v, h5py.Dataset)}
     name = prefix.rstrip("/")
     if datasets:
         if sorted(datasets) != sorted(str(i) for i in range(len(datasets))):
             raise FcnkitError(f"{path}: /data/{name} holds datasets {sorted(datasets)}, "
                               f"expected 0..{len(datasets) - 1}")
-        weights[name] = [np.asarray(datasets[str(i)], dtype=np.float32)
-                         for i in range(len(datasets))]
-    for key, value in group.items():
+        weights[name] = [hdf5.read_dataset(path, datasets[str(i)], f"/data/{name}/{i}")
+                         .astype(np.float32, copy=False) for i in range(len(datasets))]
+    for key, value in members:
         if isinstance(value, h5py.Group):
-            _read_h5_group(path, value, f"{prefix}{key}/", weights)
+            _read_h5_group(path, value, f"{prefix}{key}/", weights, seen)
 
 
 def load_weights_for(path: str | os.PathLike, net: caffe_pb2.NetParameter, *,

@@ -14,6 +14,8 @@ import numpy as np
 
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
 _FIXED_WIDTH = {I64: 8, I32: 4}
+MAX_FIELD_NUMBER = (1 << 29) - 1  # protobuf's limit on field numbers
+_UINT64 = (1 << 64) - 1
 
 
 class WireError(ValueError):
@@ -25,7 +27,11 @@ class WireError(ValueError):
 
 
 def read_varint(buf, pos: int, end: int) -> tuple[int, int]:
-    """Decode one varint at buf[pos]; return (value, position after it)."""
+    """Decode one varint at buf[pos]; return (value, position after it).
+
+    Any encoding protobuf accepts is read, non-canonical ones (padded with 0x80 bytes, up to
+    10 bytes) included; as in protobuf, bits past the 64th are dropped.
+    """
     result = shift = 0
     start = pos
     while True:
@@ -35,7 +41,7 @@ def read_varint(buf, pos: int, end: int) -> tuple[int, int]:
         pos += 1
         result |= (byte & 0x7F) << shift
         if not byte & 0x80:
-            return result, pos
+            return result & _UINT64, pos
         shift += 7
         if shift >= 70:
             raise WireError(start, "varint longer than 10 bytes")
@@ -69,6 +75,8 @@ def read_field(buf, pos: int, end: int) -> Field:
     number, wire_type = key >> 3, key & 7
     if number == 0:
         raise WireError(field_start, "field number 0")
+    if number > MAX_FIELD_NUMBER:
+        raise WireError(field_start, f"field number {number} beyond protobuf's {MAX_FIELD_NUMBER}")
     value = None
     if wire_type == VARINT:
         value, pos = read_varint(buf, pos, end)
@@ -109,11 +117,14 @@ def unpacked_run(buf, start: int, end: int, key: bytes, dtype: str) -> tuple[np.
     """Slice a run of unpacked repeated fixed-width values (key, value, key, value ...).
 
     Old writers emit `data` unpacked: millions of 5-byte records. They are read as one
-    strided structured view instead of a Python loop. Returns (values view, end of run).
+    strided structured view instead of a Python loop. `key` is the first record's key bytes
+    as found in the file (a non-canonical encoding is longer than the usual one); the run
+    ends at the first record keyed otherwise. Returns (values view, end of run), the end
+    always past the first record.
     """
     width = len(key) + np.dtype(dtype).itemsize
     records = (end - start) // width
-    if records == 0:
+    if records == 0 or bytes(buf[start:start + len(key)]) != key:
         raise WireError(start, "truncated fixed-width field")
     keys = np.frombuffer(buf, dtype=np.dtype((np.void, len(key))), count=records, offset=start)
     mismatch = np.flatnonzero(keys != np.void(key))
@@ -124,16 +135,15 @@ def unpacked_run(buf, start: int, end: int, key: bytes, dtype: str) -> tuple[np.
     return values, start + count * width
 
 
-def unpacked_key(number: int, wire_type: int) -> bytes:
-    return encode_varint(number << 3 | wire_type)
-
-
-def read_packed_varints(buf, start: int, end: int) -> list[int]:
+def read_packed_varints(buf, start: int, end: int, limit: int | None = None) -> list[int]:
+    """The int64 values of a packed varint payload; WireError past `limit` values."""
     out = []
     pos = start
     while pos < end:
         value, pos = read_varint(buf, pos, end)
         out.append(as_int64(value))
+        if limit is not None and len(out) > limit:
+            raise WireError(start, f"more than {limit} values in a packed field")
     return out
 
 

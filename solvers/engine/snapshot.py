@@ -13,6 +13,7 @@ protobuf. Every file is written atomically.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 from typing import BinaryIO, Sequence
@@ -23,7 +24,8 @@ from netgen.errors import FcnkitError
 from netgen.fileio import atomic_write
 from netgen.proto import caffe_pb2
 from netgen.schema import read_binary
-from surgery import wire
+from surgery import hdf5, wire
+from surgery.caffemodel import MAX_BLOB_AXES
 
 _HISTORY = 3  # SolverState.history
 _BLOB_DATA, _BLOB_SHAPE = 5, 7  # BlobProto.data, BlobProto.shape
@@ -109,49 +111,97 @@ def read_solverstate(path: str | os.PathLike) -> SolverState:
     if is_hdf5_path(path):
         return _read_hdf5(Path(path))
     message = read_binary(path, caffe_pb2.SolverState)
+    learned_net = message.learned_net
+    if not isinstance(learned_net, str):  # proto2 strings are not checked when parsed
+        raise FcnkitError(f"{path}: learned_net is not UTF-8 text")
     history = [_blob_array(blob, f"{path}: history {i}") for i, blob in enumerate(message.history)]
-    return SolverState(iter=message.iter, learned_net=message.learned_net,
+    return SolverState(iter=message.iter, learned_net=learned_net,
                        current_step=message.current_step, history=history)
 
 
 def _blob_array(blob: caffe_pb2.BlobProto, where: str) -> np.ndarray:
+    """The blob's values in its shape; FcnkitError for shapes its values cannot fill
+    (negative dims, more than Caffe's 32 axes, a product other than the value count)."""
     values = blob.double_data if len(blob.double_data) else blob.data
     if any(blob.HasField(d) for d in _LEGACY_DIMS):
         shape = [getattr(blob, d) for d in _LEGACY_DIMS]
     else:
         shape = list(blob.shape.dim)
-    data = np.array(values, dtype=np.float32)
-    if int(np.prod(shape, dtype=np.int64)) != data.size:
-        raise FcnkitError(f"{where}: shape {tuple(shape)} does not match its {data.size} values")
-    return data.reshape(shape)
+    count = len(values)
+    if (any(d < 0 for d in shape) or len(shape) > MAX_BLOB_AXES
+            or math.prod(shape) != count):  # Python ints: no int64 overflow
+        raise FcnkitError(f"{where}: shape {tuple(shape)} does not match its {count} values")
+    return np.array(values, dtype=np.float32).reshape(shape)
 
 
 def _read_hdf5(path: Path) -> SolverState:
+    """Caffe's HDF5 solverstate, read through surgery.hdf5's checks (links, sizes, errors).
+
+    `iter` and `current_step` must be one integer, `learned_net` text, `history` a group of
+    float datasets 0..n-1; anything else is FcnkitError naming the file and dataset.
+    """
     import h5py
 
-    try:
-        h5 = h5py.File(path, "r")
-    except FileNotFoundError:
-        raise FcnkitError(f"{path}: no such file") from None
-    except OSError as e:
-        raise FcnkitError(f"{path}: unreadable HDF5 file ({e})") from None
-    with h5:
-        missing = [k for k in ("iter", "history") if k not in h5]
+    h5 = hdf5.open_hdf5(path)
+    with h5, hdf5.hdf5_errors(path):
+        members = dict(hdf5.hard_members(path, h5, "", set()))
+        missing = [k for k in ("iter", "history") if k not in members]
         if missing:
             raise FcnkitError(f"{path}: not a Caffe HDF5 solverstate (no {', '.join(missing)})")
-        history_group = h5["history"]
-        count = len(history_group)
-        names = [str(i) for i in range(count)]
-        if sorted(history_group) != sorted(names):
-            raise FcnkitError(f"{path}: history datasets must be named 0..{count - 1}")
-        learned = h5["learned_net"][()] if "learned_net" in h5 else b""
+        history_group = members["history"]
+        if not isinstance(history_group, h5py.Group):
+            raise FcnkitError(f"{path}: /history is a dataset, expected a group")
+        history = dict(hdf5.hard_members(path, history_group, "/history", set()))
+        names = [str(i) for i in range(len(history))]
+        if sorted(history) != sorted(names):
+            raise FcnkitError(f"{path}: history datasets must be named 0..{len(names) - 1}")
         return SolverState(
-            iter=int(np.asarray(h5["iter"][()]).reshape(-1)[0]),
-            learned_net=(learned.decode("utf-8") if isinstance(learned, bytes)
-                         else str(learned)).rstrip("\0"),
-            current_step=(int(np.asarray(h5["current_step"][()]).reshape(-1)[0])
-                          if "current_step" in h5 else 0),
-            history=[np.asarray(history_group[n][()], dtype=np.float32) for n in names])
+            iter=_h5_int(path, members, "iter"),
+            learned_net=_h5_text(path, members, "learned_net"),
+            current_step=_h5_int(path, members, "current_step") if "current_step" in members
+            else 0,
+            history=[_h5_floats(path, history[n], f"/history/{n}") for n in names])
+
+
+def _h5_dataset(path: Path, members: dict, name: str):
+    import h5py
+
+    dataset = members[name]
+    if not isinstance(dataset, h5py.Dataset):
+        raise FcnkitError(f"{path}: /{name} is a group, expected a dataset")
+    return dataset
+
+
+def _h5_int(path: Path, members: dict, name: str) -> int:
+    """One int32 value stored as shape (1,) (Caffe) or a scalar."""
+    values = hdf5.read_dataset(path, _h5_dataset(path, members, name), f"/{name}", "iu")
+    if values.size != 1:
+        raise FcnkitError(f"{path}: /{name} holds {values.size} values, expected one integer")
+    value = int(values.reshape(-1)[0])
+    if not -(1 << 31) <= value < 1 << 31:
+        raise FcnkitError(f"{path}: /{name} = {value} is outside int32")
+    return value
+
+
+def _h5_text(path: Path, members: dict, name: str) -> str:
+    """A NUL-terminated string (H5LTmake_dataset_string); '' when absent."""
+    if name not in members:
+        return ""
+    raw = hdf5.read_dataset(path, _h5_dataset(path, members, name), f"/{name}", "S")
+    if raw.size != 1:
+        raise FcnkitError(f"{path}: /{name} holds {raw.size} strings, expected one")
+    try:
+        return bytes(raw.reshape(-1)[0]).decode("utf-8").rstrip("\0")
+    except UnicodeDecodeError:
+        raise FcnkitError(f"{path}: /{name} is not UTF-8 text") from None
+
+
+def _h5_floats(path: Path, dataset, where: str) -> np.ndarray:
+    import h5py
+
+    if not isinstance(dataset, h5py.Dataset):
+        raise FcnkitError(f"{path}: {where} is a group, expected a dataset")
+    return hdf5.read_dataset(path, dataset, where, "f").astype(np.float32, copy=False)
 
 
 def check_history_shapes(history: Sequence[np.ndarray], shapes: Sequence[tuple[int, ...]],
