@@ -6,6 +6,7 @@
     python -m netgen generate synthetic-fcn32s --recipe scratch --width 0.0625 \
         --voc-dir ../../data --input-size 128x128 --solver max_iter=1500
     python -m netgen explain models/voc-fcn8s/deploy.prototxt --size 375x500
+    python -m netgen draw models/voc-fcn8s/deploy.prototxt fcn8s.svg --size 500x500
 """
 from __future__ import annotations
 
@@ -81,6 +82,20 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("prototxt", metavar="PROTOTXT", help="net definition to explain")
     e.add_argument("--size", type=size_arg, default=(500, 500), metavar="HxW",
                    help="input height x width (default 500x500)")
+    d = sub.add_parser("draw", help="picture of a net (graphviz): layers, windows, sizes, crops",
+                       description="Draw a net as a graph: a box per layer with its type, "
+                                   "kernel/stride/pad and output size, Crop edges labelled with "
+                                   "their offsets. Renders with graphviz's `dot` "
+                                   "(apt-get install graphviz); .dot writes the DOT text.")
+    d.add_argument("prototxt", metavar="PROTOTXT", help="net definition to draw")
+    d.add_argument("out", metavar="OUT", help="picture to write: .svg, .png, .pdf or .dot")
+    d.add_argument("--size", type=size_arg, metavar="HxW",
+                   help="input height x width for the output sizes (default: the net's "
+                        "declared input shape)")
+    d.add_argument("--phase", choices=("TEST", "TRAIN"), default="TEST",
+                   help="layers of this phase (default TEST)")
+    d.add_argument("--rankdir", choices=("TB", "LR"), default="TB",
+                   help="top to bottom (default) or left to right")
     return p
 
 
@@ -117,6 +132,19 @@ def _explain(path: str, size: tuple[int, int]) -> None:
     print(report)
 
 
+def _draw(path: str, out: str, size: tuple[int, int] | None, phase: str, rankdir: str) -> None:
+    from .draw import draw  # imported on use: graphviz is needed by this command only
+    from .legacy import upgrade_net
+    from .schema import read_net
+
+    net = upgrade_net(read_net(path))  # legacy V1 nets (published VGG16) too
+    try:
+        written = draw(net, out, size, phase, rankdir)
+    except FcnkitError as e:
+        raise FcnkitError(f"{path}: {e}") from None
+    print(f"wrote {written}")
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
@@ -132,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                           train_params=dict(args.train_param), val_params=dict(args.val_param),
                           solver=dict(args.solver))
         print(f"wrote {folder}")
+    elif args.command == "draw":
+        _draw(args.prototxt, args.out, args.size, args.phase, args.rankdir)
     else:
         _explain(args.prototxt, args.size)
     return 0
