@@ -5,19 +5,17 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io
+import torch
 from PIL import Image
 
+from solvers.engine.blob import Blob
+from solvers.engine.pylayer import PyBlob, RawBlobVec
 from solvers.palette import voc_palette
 
 
-class Blob:
-    """The two things a Caffe data layer uses of a top blob: reshape() and .data."""
-
-    def __init__(self) -> None:
-        self.data = np.zeros((0,), dtype=np.float32)
-
-    def reshape(self, *shape: int) -> None:
-        self.data = np.zeros(shape, dtype=np.float32)
+def blob_vector(n: int) -> RawBlobVec:
+    """n empty host blobs as pycaffe hands them to a Python layer (the engine's RawBlobVec)."""
+    return RawBlobVec([PyBlob(Blob(f"top{i}", torch.zeros(0), host=True)) for i in range(n)])
 
 
 def rgb_image(h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -1,8 +1,11 @@
-"""A pycaffe-style Python layer for the engine tests: top = factor * bottom (factor from param_str)."""
+"""pycaffe Python layers for the engine tests: top = factor * bottom (factor from param_str),
+a failing one, a sink, and layers that do what pycaffe refuses."""
 import ast
 
+from solvers.engine.pylayer import Layer
 
-class Multiply:
+
+class Multiply(Layer):
     def setup(self, bottom, top):
         self.factor = float(ast.literal_eval(self.param_str or "1"))
 
@@ -16,12 +19,12 @@ class Multiply:
         bottom[0].diff[...] = self.factor * top[0].diff
 
 
-class Broken:
+class Broken(Layer):
     def setup(self, bottom, top):
         raise ValueError("no such thing")
 
 
-class Record:
+class Record(Layer):
     """No tops: remembers the sum of what it saw (a sink, like a logging layer)."""
     seen: list = []
 

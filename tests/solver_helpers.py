@@ -12,6 +12,7 @@ import numpy as np
 
 from netgen.proto import caffe_pb2
 from netgen.schema import parse_prototxt
+from solvers.engine.pylayer import Layer
 
 HERE = Path(__file__).resolve().parent
 
@@ -23,7 +24,7 @@ def batches(seed: int, count: int, batch: int, dim: int, out: int) -> list[tuple
              rng.standard_normal((batch, out)).astype(np.float32)) for _ in range(count)]
 
 
-class CycleData:
+class CycleData(Layer):
     """Python data layer: tops data (batch x dim) and target (batch x out) cycling through
     `count` fixed batches; `rows` picks a slice of each batch (data-parallel shares);
     `nan_at` poisons the data of that call; `sleep` slows each forward (signal tests)."""

@@ -1,13 +1,15 @@
-"""The Caffe Python layers driven through setup/reshape/forward with plain blob objects."""
+"""The Caffe Python layers driven through setup/reshape/forward with pycaffe's blob vectors
+(the engine's RawBlobVec of Blob views: indexable, not iterable)."""
 import random
 
 import numpy as np
 import pytest
 
-from data_helpers import Blob, rgb_image, write_index_png, write_lines, write_rgb
+from data_helpers import blob_vector, rgb_image, write_index_png, write_lines, write_rgb
 from netgen.errors import FcnkitError
 from solvers.data import layers as L
 from solvers.data.augment import IMAGE, LABEL, Augment
+from solvers.engine.pylayer import make_layer
 
 
 def make_voc(root, sizes):
@@ -25,13 +27,13 @@ def make_voc(root, sizes):
 
 def run(layer, steps):
     """Labels' fill values seen over `steps` forwards (one per item in the batch)."""
-    top = [Blob(), Blob()]
-    layer.setup([], top)
+    top = blob_vector(2)
+    layer.setup(blob_vector(0), top)
     seen = []
     for _ in range(steps):
-        layer.reshape([], top)
-        layer.reshape([], top)  # Caffe reshapes again inside Forward: must not skip items
-        layer.forward([], top)
+        layer.reshape(blob_vector(0), top)
+        layer.reshape(blob_vector(0), top)  # Caffe reshapes again inside Forward: must not skip items
+        layer.forward(blob_vector(0), top)
         assert top[0].data.dtype == np.float32 and top[0].data.shape[1] == 3
         assert top[1].data.shape[1] == 1 and top[0].data.shape[2:] == top[1].data.shape[2:]
         seen += [int(top[1].data[n, 0, 1, 1]) for n in range(top[1].data.shape[0])]
@@ -39,7 +41,7 @@ def run(layer, steps):
 
 
 def new_layer(cls, **params):
-    layer = cls()
+    layer = make_layer(cls, cls.__name__)
     layer.param_str = repr(params)
     return layer
 
@@ -71,10 +73,10 @@ def test_batches_with_crop_stack(tmp_path):
     make_voc(tmp_path, [(6, 8), (9, 5), (7, 7)])
     layer = new_layer(L.VOCSegDataLayer, voc_dir=str(tmp_path), split="seg11valid",
                       batch_size=2, crop_size=(6, 6), mirror=True, scale=(0.8, 1.25), seed=3)
-    top = [Blob(), Blob()]
-    layer.setup([], top)
-    layer.reshape([], top)
-    layer.forward([], top)
+    top = blob_vector(2)
+    layer.setup(blob_vector(0), top)
+    layer.reshape(blob_vector(0), top)
+    layer.forward(blob_vector(0), top)
     assert top[0].data.shape == (2, 3, 6, 6) and top[1].data.shape == (2, 1, 6, 6)
     labels = top[1].data
     assert set(np.unique(labels[0])) <= {0, 255} and set(np.unique(labels[1])) <= {1, 255}
@@ -84,19 +86,19 @@ def test_batch_of_unequal_sizes_needs_crop(tmp_path):
     make_voc(tmp_path, [(6, 8), (9, 5)])
     layer = new_layer(L.VOCSegDataLayer, voc_dir=str(tmp_path), split="seg11valid",
                       batch_size=2)
-    top = [Blob(), Blob()]
-    layer.setup([], top)
+    top = blob_vector(2)
+    layer.setup(blob_vector(0), top)
     with pytest.raises(FcnkitError, match="batch_size 2 needs equal-size items.*crop_size"):
-        layer.reshape([], top)
+        layer.reshape(blob_vector(0), top)
 
 
 def test_top_and_bottom_counts(tmp_path):
     make_voc(tmp_path, [(6, 8)])
     layer = new_layer(L.VOCSegDataLayer, voc_dir=str(tmp_path), split="train")
     with pytest.raises(FcnkitError, match=r"needs 2 tops \(data, label\), got 3"):
-        layer.setup([], [Blob(), Blob(), Blob()])
+        layer.setup(blob_vector(0), blob_vector(3))
     with pytest.raises(FcnkitError, match="takes no bottom"):
-        layer.setup([Blob()], [Blob(), Blob()])
+        layer.setup(blob_vector(1), blob_vector(2))
 
 
 def test_registry_and_lookup():
@@ -178,21 +180,21 @@ def test_skip_batches_lands_where_forwards_would(tmp_path, loaded):
     params = dict(voc_dir=str(tmp_path), split="train", seed=3, mirror=True, scale=(0.5, 1.5),
                   crop_size=(5, 7), batch_size=2)
     straight, skipped = (new_layer(L.VOCSegDataLayer, **params) for _ in range(2))
-    top_a, top_b = [Blob(), Blob()], [Blob(), Blob()]
-    straight.setup([], top_a)
-    skipped.setup([], top_b)
+    top_a, top_b = blob_vector(2), blob_vector(2)
+    straight.setup(blob_vector(0), top_a)
+    skipped.setup(blob_vector(0), top_b)
     for _ in range(3):
-        straight.reshape([], top_a)
-        straight.forward([], top_a)
+        straight.reshape(blob_vector(0), top_a)
+        straight.forward(blob_vector(0), top_a)
     if loaded:
-        skipped.reshape([], top_b)
+        skipped.reshape(blob_vector(0), top_b)
     skipped.skip_batches(3)
     for _ in range(4):
         for layer, top in ((straight, top_a), (skipped, top_b)):
-            layer.reshape([], top)
-            layer.forward([], top)
-        for a, b in zip(top_a, top_b):
-            np.testing.assert_array_equal(a.data, b.data)
+            layer.reshape(blob_vector(0), top)
+            layer.forward(blob_vector(0), top)
+        for i in range(len(top_a)):   # pycaffe's top vectors index, they do not iterate
+            np.testing.assert_array_equal(top_a[i].data, top_b[i].data)
 
 
 def test_augmentation_draws_can_be_skipped():

@@ -4,9 +4,10 @@
                    param_str: "{'voc_dir': 'data/VOC2011', 'split': 'train', 'seed': 1337}" }
 
 The classes follow pycaffe's interface (setup/reshape/forward/backward, `self.param_str`,
-`top[i].reshape(*shape)`, `top[i].data[...] = ...`). They derive from caffe.Layer when
-pycaffe is importable, otherwise from a plain base, so the same classes run inside real
-Caffe and inside fcnkit's PyTorch engine (which hands in blobs with `.data` and `.reshape`).
+`top[i].reshape(*shape)`, `top[i].data[...] = ...`; never iterating `top`, which pycaffe's
+blob vectors refuse). They derive from caffe.Layer when pycaffe imports, otherwise from the
+engine's stand-in (solvers.engine.pylayer.Layer), so the same classes run inside real Caffe and
+inside fcnkit's PyTorch engine, which hands in pycaffe's own interface (solvers.engine.pylayer).
 The reference module names (voc_layers.VOCSegDataLayer, ...) resolve to the same classes.
 """
 from __future__ import annotations
@@ -32,11 +33,8 @@ from .synthetic import SyntheticSegDataset
 _caffe = pycaffe()  # None when missing or broken (a broken pycaffe must not stop the engine)
 if _caffe is not None:  # real Caffe present: be a genuine Python layer
     _LayerBase: type = _caffe.Layer
-else:
-    class _LayerBase:  # type: ignore[no-redef]
-        """Stand-in for caffe.Layer: the engine sets `param_str` before calling setup."""
-
-        param_str: str = ""
+else:  # fcnkit's engine: its stand-in for caffe.Layer (imports torch, which the engine needs)
+    from solvers.engine.pylayer import Layer as _LayerBase
 
 
 def _process_group() -> tuple[int, int]:

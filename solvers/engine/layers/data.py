@@ -1,8 +1,9 @@
-"""Layers that bring values into the net: Input, DummyData, Python (pycaffe-style layers).
+"""Layers that bring values into the net: Input, DummyData, Python (pycaffe's Python layers).
 
 Input and Python tops are host blobs (CPU, numpy-writable): forward() returns their host
 tensors and the net copies them to its device. Python layers are resolved through fcnkit's data layers
-(solvers.data.layers); other modules are imported only with allow_python_modules=True.
+(solvers.data.layers); other modules are imported only with allow_python_modules=True. A Python
+layer sees exactly pycaffe's interface (..pylayer): what fails in Caffe fails here.
 """
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from typing import Any
 
 import torch
 
-from netgen.errors import FcnkitError
+from netgen.errors import FcnkitError, error_like
 
 from ..blob import Blob
+from ..pylayer import BoolVec, PyBlob, RawBlobVec, make_layer
 from .base import Layer, ParamInit, register
 
 SHAPE_FIELDS = ("num", "channels", "height", "width")
@@ -136,18 +138,23 @@ class _PythonFunction(torch.autograd.Function):
             blob.diff = 0.0 if g is None else g.detach().cpu().numpy()
         for blob in impl.bottom_blobs:
             blob.diff = 0.0
-        impl._call("backward", impl.top_blobs, [True] * len(impl.bottom_blobs), impl.bottom_blobs)
+        propagate_down = BoolVec([True] * len(impl.bottom_blobs))
+        impl._call("backward", impl.top_vec(), propagate_down, impl.bottom_vec())
         # copies: the layer rewrites its host diff buffers on the next backward
         return (None,) + tuple(torch.tensor(b.diff, device=ctx.device) for b in impl.bottom_blobs)
 
 
 @register
 class Python(Layer):
-    """A pycaffe-style layer object (setup/reshape/forward/backward on blobs with numpy .data).
+    """A pycaffe Python layer: built as cls(param), param_str and phase set, then setup and
+    reshape when the net is made, reshape + forward at every forward, backward(top,
+    propagate_down, bottom); bottom/top are pycaffe's RawBlobVec of Blob views (..pylayer).
 
     Layers without bottoms (data layers) write host tops, copied to the device per forward.
     Layers with bottoms (allowed modules only) see host copies of their bottoms; backward()
-    is called with the top diffs and must fill the bottom diffs.
+    is called with the top diffs and must fill the bottom diffs. An exception the layer
+    raises comes out as a FcnkitError naming the layer that is also of the layer's exception
+    class (pycaffe lets the layer's own exception through).
     """
     type = "Python"
     bottoms = (0, None)
@@ -161,7 +168,13 @@ class Python(Layer):
         if not p.module or not p.layer:
             raise self.error("python_param needs module and layer")
         cls = _resolve_python(self, p.module, p.layer)
-        self.obj: Any = cls()
+        try:
+            self.obj: Any = make_layer(cls, f"{p.module}.{p.layer}")
+        except FcnkitError as e:
+            raise error_like(type(e), f"layer {self.name!r} ({self.type}): {e}") from None
+        except Exception as e:
+            raise error_like(type(e), f"layer {self.name!r} ({self.type}): {cls.__name__}(param) "
+                                      f"failed: {type(e).__name__}: {e}") from e
         self.obj.param_str = p.param_str
         self.obj.phase = 0 if ctx.phase == "TRAIN" else 1
         self._set_up = False
@@ -173,34 +186,43 @@ class Python(Layer):
 
     def attach(self, tops: list[Blob]) -> None:
         self.top_blobs = tops
+        self._views = ([PyBlob(b) for b in self.bottom_blobs], [PyBlob(t) for t in tops])
+
+    def bottom_vec(self) -> RawBlobVec:
+        """A fresh copy of the bottom vector, as Caffe converts it for every call."""
+        return RawBlobVec(self._views[0])
+
+    def top_vec(self) -> RawBlobVec:
+        return RawBlobVec(self._views[1])
 
     def _call(self, what: str, *args) -> None:
         try:
             getattr(self.obj, what)(*args)
         except FcnkitError as e:
-            raise self.error(str(e)) from None
+            raise error_like(type(e), f"layer {self.name!r} ({self.type}): {e}") from None
         except Exception as e:
-            raise self.error(f"{what}() failed: {type(e).__name__}: {e}") from e
+            raise error_like(type(e), f"layer {self.name!r} ({self.type}): {what}() failed: "
+                                      f"{type(e).__name__}: {e}") from e
 
     def forward(self, bottoms, params, run):
         if bottoms:
             return self._forward_with_bottoms(bottoms, run)
         if not self._set_up:
-            self._call("setup", [], self.top_blobs)
+            self._call("setup", self.bottom_vec(), self.top_vec())
             self._set_up = True
-        self._call("reshape", [], self.top_blobs)
+        self._call("reshape", self.bottom_vec(), self.top_vec())
         if not run.meta:
-            self._call("forward", [], self.top_blobs)
+            self._call("forward", self.bottom_vec(), self.top_vec())
         return [t.tensor for t in self.top_blobs]
 
     def _forward_with_bottoms(self, bottoms, run):
         for blob, x in zip(self.bottom_blobs, bottoms):
             blob.reshape(*x.shape)
         if not self._set_up:
-            self._call("setup", self.bottom_blobs, self.top_blobs)
+            self._call("setup", self.bottom_vec(), self.top_vec())
             self._set_up = True
         if run.meta:
-            self._call("reshape", self.bottom_blobs, self.top_blobs)
+            self._call("reshape", self.bottom_vec(), self.top_vec())
             return [t.tensor for t in self.top_blobs]
         if not self.top_blobs:   # no tops: no gradient can flow back through the layer
             self.run_on_host(bottoms)
@@ -212,5 +234,5 @@ class Python(Layer):
         for blob, x in zip(self.bottom_blobs, xs):
             blob.reshape(*x.shape)
             blob.data = x.detach().cpu().numpy()
-        self._call("reshape", self.bottom_blobs, self.top_blobs)
-        self._call("forward", self.bottom_blobs, self.top_blobs)
+        self._call("reshape", self.bottom_vec(), self.top_vec())
+        self._call("forward", self.bottom_vec(), self.top_vec())
