@@ -42,6 +42,9 @@ def build_parser() -> Parser:
                     "backend: nets under autocast, losses and updates in float32 (fp16 with a "
                     "dynamic loss scale)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--allow-zero-init", action="store_true", help="train even when every "
+                    "learnable weight starts at zero (reference recipe without --weights), "
+                    "which is refused by default because such a net cannot learn")
     demo = ap.add_argument_group("demo (no model given)")
     demo.add_argument("--demo-dir", help="output folder (default: ./demo)")
     demo.add_argument("--demo-train", type=non_negative, help="synthetic training images")
@@ -94,7 +97,7 @@ def _train(a) -> int:
         raise FcnkitError("--stages under torchrun: run one torchrun per stage, each with "
                           "--weights set to the previous stage's final caffemodel")
     options = dict(backend=a.backend, gpu=a.gpu, test_every=a.test_every,
-                   progress=not a.quiet, amp=a.amp)
+                   progress=not a.quiet, amp=a.amp, allow_zero_init=a.allow_zero_init)
     if a.resume:
         from solvers.train import train
 

@@ -35,6 +35,7 @@ from netgen.fileio import write_text_atomic
 from . import backends
 from .engine.lr_policy import learning_rate
 from .init_weights import init_weights
+from .learnable import FlatLossWatch, check_learnable
 from .progress import bar as progress_bar
 from .seg_test import scores_record, seg_test
 from .solver_files import SolverFiles, heads, loss_tops, read_solver_files
@@ -108,7 +109,7 @@ def train(solver_path: str | os.PathLike, *, backend: str = "auto",
           iters: int | None = None, test_every: int | None = None,
           resume: str | os.PathLike | None = None, log_path: str | os.PathLike | None = None,
           stage: str | None = None, progress: bool = True,
-          amp: str | None = None) -> TrainResult:
+          amp: str | None = None, allow_zero_init: bool = False) -> TrainResult:
     """Train the solver's net; return where it ended.
 
     backend: "caffe" (pycaffe), "torch" (fcnkit's engine) or "auto" (pycaffe if it imports).
@@ -121,6 +122,8 @@ def train(solver_path: str | os.PathLike, *, backend: str = "auto",
     log_path: metrics JSON lines (default: metrics.jsonl beside the snapshots).
     stage: label written into every metrics record (multi-stage training).
     amp: "bf16" / "fp16" autocast (torch backend only; losses and updates stay float32).
+    allow_zero_init: train even when every learnable parameter starts at zero in series (by
+      default an FcnkitError before iteration 1, see solvers.learnable: such a net cannot learn).
 
     Under torchrun (torch backend) every process trains on its share of the data with
     gradients combined as Caffe's multi-GPU solver does; rank 0 alone tests, logs and snapshots.
@@ -139,7 +142,7 @@ def train(solver_path: str | os.PathLike, *, backend: str = "auto",
     log_file = Path(log_path).resolve() if log_path else files.snapshot_prefix.parent / METRICS_FILE
     with _snapshot_folder(files.snapshot_prefix.parent), run_in(files.path.parent):
         return _train(files, module, weights_path, resume_path, gpu, iters, test_every,
-                      MetricsLog(log_file), stage, progress, amp)
+                      MetricsLog(log_file), stage, progress, amp, allow_zero_init)
 
 
 @contextlib.contextmanager
@@ -183,7 +186,8 @@ def _snapshot_on_interrupt(solver: Any, root: bool) -> Iterator[None]:
 
 def _train(files: SolverFiles, module: ModuleType, weights: Path | None, resume: Path | None,
            gpu: int | None, iters: int | None, test_every: int | None, log: MetricsLog,
-           stage: str | None, progress: bool, amp: str | None) -> TrainResult:
+           stage: str | None, progress: bool, amp: str | None,
+           allow_zero_init: bool) -> TrainResult:
     param = files.param
     start_time = time.perf_counter()
     solver = module.make_solver(files.path, gpu, amp)
@@ -194,6 +198,9 @@ def _train(files: SolverFiles, module: ModuleType, weights: Path | None, resume:
         _skip_trained_data(solver.net, int(solver.iter) * param.iter_size)
     else:
         init_weights(solver.net, module, weights, files)
+        if not allow_zero_init:
+            check_learnable(solver.net, files.train_net, str(files.path),
+                            weights and str(weights))
     start = int(solver.iter)
     todo = max(param.max_iter - start, 0) if iters is None else iters
     end = start + todo
@@ -232,6 +239,7 @@ def _train(files: SolverFiles, module: ModuleType, weights: Path | None, resume:
     write({**base, "phase": "start", "iter": start, "backend": module.NAME,
                "from": str(resume or weights or "scratch"), "elapsed_s": elapsed()})
     recent: deque[float] = deque(maxlen=max(param.average_loss, 10))
+    flat_loss = FlatLossWatch(files.train_net, str(files.path))
     step_state = sum(1 for v in param.stepvalue if v < start)  # multistep's position
     bar = progress_bar(total=todo, desc=stage or files.path.parent.name, unit="it",
                        disable=not progress, dynamic_ncols=True)
@@ -243,6 +251,7 @@ def _train(files: SolverFiles, module: ModuleType, weights: Path | None, resume:
             solver.step(1)
             if getattr(solver, "requested_early_exit", False):
                 raise KeyboardInterrupt
+            flat_loss.update(solver.net)
             recent.append(sum(w * float(np.sum(solver.net.blobs[top].data))
                               for top, w in train_loss))
             loss = float(np.mean(recent))

@@ -9,11 +9,46 @@ import pytest
 
 from netgen.errors import FcnkitError
 from netgen.schema import read_net
+from netgen.writer import generate
 from solvers.engine import Net
+from solvers.train import train
 from surgery.caffemodel import Weights
 from surgery.interp import bilinear_weights, interp, upsample_filt
 
 CASES = Path(__file__).parent / "field_cases"
+
+
+# ---- case 1: reference recipe trained without weights ----
+
+def _reference_fcn32s(folder: Path) -> Path:
+    """`netgen generate synthetic-fcn32s --width 0.015625` (the reference recipe: no fillers),
+    on 4 synthetic 32x32 images to keep it fast."""
+    data = {"size": (32, 32), "length": 4}
+    return generate("synthetic-fcn32s", folder, width=0.015625, train_params=data,
+                    val_params=data) / "solver.prototxt"
+
+
+def test_reference_recipe_without_weights_is_refused_before_iteration_1(tmp_path, capsys):
+    import solve
+
+    solver = _reference_fcn32s(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        solve.main([str(solver.parent), "--iters", "40", "--test-every", "20", "--quiet"])
+    assert e.value.code == 2
+    msg = capsys.readouterr().err
+    assert "all 16 learnable layers start at zero (no --weights" in msg
+    assert "--weights with an ImageNet classifier" in msg and "--recipe scratch" in msg
+    assert "--allow-zero-init" in msg
+    assert not (solver.parent / "snapshot").exists()  # stopped before iteration 1
+
+
+def test_zero_init_override_trains_and_warns_of_flat_loss(tmp_path, capsys):
+    solver = _reference_fcn32s(tmp_path)
+    r = train(solver, iters=20, test_every=0, progress=False, allow_zero_init=True,
+              backend="torch")
+    assert r.iter == 20
+    out = capsys.readouterr().out
+    assert "loss has stayed at ln(classes) per pixel for the first 20 iterations" in out
 
 
 # ---- case 2: Accuracy with out-of-range labels ----
