@@ -19,6 +19,8 @@ setup(
         "opencv-python-headless>=4.5,<5",
         "scipy>=1.8",
         "tqdm>=4.60",
+        "onnx>=1.16",
+        "onnxruntime>=1.18",
         "matplotlib>=3.5",
         "graphviz>=0.20",
         "torch>=2.1",

@@ -1,6 +1,6 @@
 """`python -m surgery`: inspect, convert and operate on caffemodels from the shell.
 
-Subcommands: info, convert, transplant, interp, expand-score, stage-init. Every output path is
+Subcommands: info, convert, transplant, interp, expand-score, stage-init, export. Every output path is
 checked before the work starts and written atomically; a user error prints one line, exit 2.
 """
 from __future__ import annotations
@@ -39,7 +39,8 @@ examples:
   python -m surgery transplant VGG_ILSVRC_16_layers.caffemodel --out vgg16-fcn32s.caffemodel
   python -m surgery stage-init fcn32s.caffemodel --net models/voc-fcn16s/train.prototxt \\
       --out fcn16s-init.caffemodel
-  python -m surgery convert fcn8s.caffemodel fcn8s.caffemodel.h5"""
+  python -m surgery convert fcn8s.caffemodel fcn8s.caffemodel.h5
+  python -m surgery export models/voc-fcn8s/deploy.prototxt fcn8s.caffemodel fcn8s.onnx"""
 
 
 def _format_for(path: str, given: str | None) -> str:
@@ -224,6 +225,38 @@ def _stage_init(args) -> None:
     print(f"wrote {args.out}")
 
 
+def _export(args) -> None:
+    from .export_onnx import OPSET, export_file, preprocessing_from_args
+
+    check_writable(args.output)
+    result = export_file(args.deploy, args.weights, args.output, size=args.size,
+                         argmax=args.argmax, fp16=args.fp16,
+                         preprocessing=preprocessing_from_args(args.mean, args.channel_order,
+                                                               args.input_scale))
+    for line in result.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    dims = "N x C x H x W, N H W dynamic" if args.size is None else \
+        f"fixed {args.size[0]}x{args.size[1]}"
+    print(f"wrote {args.output} (ONNX opset {OPSET}, {dims}; inputs {', '.join(result.inputs)}; "
+          f"outputs {', '.join(result.outputs)}; {Path(args.output).stat().st_size / 1e6:.1f} MB)")
+
+
+EXPORT_EXAMPLES = """\
+The TEST-phase net as ONNX with Caffe's exact semantics at every input size (Crop offsets,
+ceil-mode pooling with Caffe's pad clip and AVE divisor, grouped Deconvolution, LRN, ...).
+Opset 17. N, H, W are dynamic unless --size fixes them (OpenCV 4.x's ONNX importer needs
+fixed sizes; onnxruntime and TensorRT take the dynamic file). Preprocessing is recorded as
+model metadata (fcnkit.preprocessing: channel order, mean, scale per input).
+
+examples:
+  python -m surgery export models/voc-fcn8s/deploy.prototxt fcn8s.caffemodel fcn8s.onnx
+  python -m surgery export models/voc-fcn8s/deploy.prototxt fcn8s.caffemodel fcn8s-500.onnx \\
+      --size 500x500 --argmax
+  python -m surgery export models/nyud-fcn32s-color-hha/deploy.prototxt w.caffemodel nyud.onnx \\
+      --mean color=116.190,97.203,92.318 --mean hha=132.431,94.076,118.477 \\
+      --channel-order hha=as-is"""
+
+
 def _add_format(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("binary", "hdf5"),
                    help="output format (default: hdf5 for .h5 names, else binary)")
@@ -334,6 +367,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_channels(p)
     _add_format(p)
     p.set_defaults(run=_stage_init)
+
+    p = sub.add_parser("export", help="deploy net + weights -> ONNX (dynamic size)",
+                       description=EXPORT_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("deploy", metavar="DEPLOY", help="deploy.prototxt (Input layers)")
+    p.add_argument("weights", metavar="WEIGHTS", help=".caffemodel or .caffemodel.h5")
+    p.add_argument("output", metavar="OUT", help=".onnx file to write")
+    p.add_argument("--size", type=size_arg, metavar="HxW",
+                   help="fix the input height x width (and N to the prototxt's) instead of "
+                        "dynamic N, H, W")
+    p.add_argument("--argmax", action="store_true",
+                   help="also output the label map (int64 N x H x W) of each 4-D score output")
+    p.add_argument("--fp16", action="store_true",
+                   help="store weights as float16 (half the file); compute stays float32")
+    p.add_argument("--mean", action="append", default=[], metavar="[TOP=]V,V,V",
+                   help="per-channel mean recorded for an input (default: the VOC BGR mean for "
+                        "3-channel inputs)")
+    p.add_argument("--channel-order", action="append", default=[], metavar="[TOP=]ORDER",
+                   help="channel order recorded for an input: BGR (default for 3 channels), "
+                        "RGB or as-is")
+    p.add_argument("--input-scale", action="append", default=[], metavar="[TOP=]X",
+                   help="scale recorded for an input, applied after the mean (default 1)")
+    p.set_defaults(run=_export)
     return parser
 
 

@@ -61,17 +61,60 @@ class ExportError(FcnkitError):
 class Preprocessing:
     """What a consumer does to an image before the net, per input top (recorded as metadata).
 
-    channel_order: the order the net expects ("BGR" for Caffe-trained colour inputs);
-    mean: subtracted per channel in that order, after the reorder; scale: multiplied after the
-    mean (1: the net's own Scale layers, if any, are inside the graph).
+    channel_order: the order the net expects ("BGR" for Caffe-trained colour inputs, "as-is"
+    for non-colour inputs such as HHA or depth); mean: subtracted per channel, in the net's
+    order; scale: multiplied after the mean (1: the net's own Scale layers are in the graph).
     """
-    channel_order: str = "BGR"
+    channel_order: str = "as-is"
     mean: tuple[float, ...] = ()
     scale: float = 1.0
 
     def as_dict(self) -> dict:
         return {"layout": "NCHW", "dtype": "float32", "channel_order": self.channel_order,
                 "mean": list(self.mean), "scale": self.scale}
+
+
+ORDERS = ("BGR", "RGB", "as-is")
+Overrides = Mapping[str, Mapping[str, object]]   # input top or "*" -> Preprocessing fields
+
+
+def _split_top(text: str) -> tuple[str, str]:
+    top, eq, value = text.partition("=")
+    return (top.strip(), value) if eq else ("*", text)
+
+
+def preprocessing_from_args(means: Sequence[str] = (), orders: Sequence[str] = (),
+                            scales: Sequence[str] = ()) -> dict[str, dict[str, object]]:
+    """CLI values "[TOP=]value" as overrides {top or "*": {field: value}}; ExportError if bad."""
+    out: dict[str, dict[str, object]] = {}
+    for flag, items, parse in (
+            ("--mean", means, lambda v: tuple(float(x) for x in v.split(","))),
+            ("--channel-order", orders, lambda v: ORDERS[[o.lower() for o in ORDERS].index(v.lower())]),
+            ("--input-scale", scales, float)):
+        fld = {"--mean": "mean", "--channel-order": "channel_order", "--input-scale": "scale"}[flag]
+        for text in items:
+            top, value = _split_top(text)
+            try:
+                parsed = parse(value.strip())
+            except ValueError:
+                raise ExportError(f"{flag} {text!r}: expected [TOP=]" + {
+                    "mean": "V,V,V (numbers)", "channel_order": " | ".join(ORDERS),
+                    "scale": "a number"}[fld]) from None
+            out.setdefault(top, {})[fld] = parsed
+    return out
+
+
+def _preprocessing(top: str, channels: int, overrides: Overrides) -> Preprocessing:
+    """Defaults (3 channels: BGR minus the VOC mean, as the reference FCNs), then overrides."""
+    from netgen.presets import VOC_MEAN
+
+    pre = Preprocessing("BGR", tuple(VOC_MEAN)) if channels == 3 else Preprocessing()
+    for key in ("*", top):
+        for fld, value in overrides.get(key, {}).items():
+            setattr(pre, fld, value)
+    if pre.mean and len(pre.mean) != channels:
+        raise ExportError(f"--mean for input {top!r}: {len(pre.mean)} values for {channels} channels")
+    return pre
 
 
 # ------------------------------------------------------------------------ graph building
@@ -551,6 +594,14 @@ def _tile(ex: Exporter, lp, impl, x, params):
     return [ex.g.op("Tile", [b.name, ex.g.ints(reps, f"{lp.name}_reps")], lp.top[0])]
 
 
+def _reduce(g: Graph, op: str, x: str, axes: Sequence[int], base: str, keepdims: int) -> str:
+    """Reduce* over `axes`: an input for ReduceSum (opset 13+), an attribute for the others
+    until opset 18."""
+    if op == "ReduceSum":
+        return g.op(op, [x, g.ints(list(axes), f"{base}_axes")], base, keepdims=keepdims)
+    return g.op(op, [x], base, axes=list(axes), keepdims=keepdims)
+
+
 @exports("Reduction")
 def _reduction(ex: Exporter, lp, impl, x, params):
     g, b, p = ex.g, x[0], lp.reduction_param
@@ -558,7 +609,7 @@ def _reduction(ex: Exporter, lp, impl, x, params):
     op = {1: "ReduceSum", 2: "ReduceL1", 3: "ReduceSumSquare", 4: "ReduceMean"}[p.operation]
     flat = g.op("Reshape", [b.name, g.ints(g.iop("Concat", ex.dims(b, 0, axis), np.asarray([-1], np.int64)),
                                            f"{lp.name}_shape")], f"{lp.name}_flat")
-    y = g.op(op, [flat, g.ints([axis])], f"{lp.name}_reduced", keepdims=0)
+    y = _reduce(g, op, flat, [axis], f"{lp.name}_reduced", 0)
     return [g.op("Mul", [y, g.scalar(f"{lp.name}_coeff", p.coeff)], lp.top[0])]
 
 
@@ -566,12 +617,12 @@ def _reduction(ex: Exporter, lp, impl, x, params):
 def _mvn(ex: Exporter, lp, impl, x, params):
     g, b, p = ex.g, x[0], lp.mvn_param
     first = 1 if p.across_channels else 2   # per item, or per (item, channel)
-    axes = g.ints(np.arange(first, len(b.shape)), f"{lp.name}_axes")
-    d = g.op("Sub", [b.name, g.op("ReduceMean", [b.name, axes], f"{lp.name}_mean", keepdims=1)],
+    axes = list(range(first, len(b.shape)))
+    d = g.op("Sub", [b.name, _reduce(g, "ReduceMean", b.name, axes, f"{lp.name}_mean", 1)],
              f"{lp.name}_centred" if p.normalize_variance else lp.top[0])
     if not p.normalize_variance:
         return [d]
-    var = g.op("ReduceMean", [g.op("Mul", [d, d], f"{lp.name}_sq"), axes], f"{lp.name}_var", keepdims=1)
+    var = _reduce(g, "ReduceMean", g.op("Mul", [d, d], f"{lp.name}_sq"), axes, f"{lp.name}_var", 1)
     std = g.op("Add", [g.op("Sqrt", [var], f"{lp.name}_std0"), g.scalar(f"{lp.name}_eps", p.eps)],
                f"{lp.name}_std")
     return [g.op("Div", [d, std], lp.top[0])]
@@ -658,22 +709,24 @@ def _check_crop(graph: BlobGraph, i: int, lp, warnings: list[str]) -> None:
     except FcnkitError:
         return
     p = lp.crop_param
-    n = len(mapped)
-    given = [0] * n if not p.offset else list(p.offset) * (n if len(p.offset) == 1 else 1)
-    if len(given) == n and (axis != p.axis or given != mapped):
+    given = list(p.offset) or [0]
+    n = max(len(given), len(mapped))
+    given, mapped = (v * n if len(v) == 1 else v for v in (given, mapped))
+    if axis != p.axis or given != mapped:
         warnings.append(f"{where(lp)}: offsets {given} on axis {p.axis}, the coordinate map says "
                         f"{mapped} on axis {axis}; exported as written (Caffe's behaviour)")
 
 
 def export(deploy: str | os.PathLike, weights: str | os.PathLike | Mapping, *,
            size: tuple[int, int] | None = None, argmax: bool = False, fp16: bool = False,
-           preprocessing: Mapping[str, Preprocessing] | None = None) -> Result:
+           preprocessing: Overrides | None = None) -> Result:
     """The ONNX model of `deploy` (TEST phase) with `weights`; see the module docstring.
 
     size: (H, W) to fix instead of symbolic N, H, W. argmax: add `label` outputs (int64,
     N x H x W) = argmax over the classes of each 4-D output. fp16: weights stored as float16
-    (half the file), cast to float32 in the graph. preprocessing: per input top, recorded as
-    metadata (default: BGR minus the VOC mean for 3-channel inputs).
+    (half the file), cast to float32 in the graph. preprocessing: Preprocessing fields per
+    input top ("*": every input) over the defaults (BGR minus the VOC mean for 3-channel
+    inputs), recorded as metadata `fcnkit.preprocessing` (JSON).
     Raises ExportError / FcnkitError naming the file, layer and type.
     """
     net = load_net(deploy, weights, size)
@@ -732,15 +785,13 @@ def export(deploy: str | os.PathLike, weights: str | os.PathLike | Mapping, *,
         doc_string=f"{deploy} + {weights if not isinstance(weights, Mapping) else 'weights'} "
                    "exported by fcnkit (Caffe semantics)")
     model.ir_version = 8   # opset 17's IR: readable by onnxruntime >= 1.12 and OpenCV 4.x
-    pre = dict(preprocessing or {})
-    for lp in layers:
-        if lp.type == "Input":
-            for top in lp.top:
-                if top not in pre:
-                    channels = shapes[top][1] if len(shapes[top]) > 1 else 0
-                    from netgen.presets import VOC_MEAN
-                    pre[top] = (Preprocessing("BGR", VOC_MEAN) if channels == 3
-                                else Preprocessing("as-is", ()))
+    overrides = preprocessing or {}
+    unknown = [t for t in overrides if t != "*" and t not in shapes]
+    if unknown:
+        raise ExportError(f"{deploy}: no input named {unknown[0]!r} to record preprocessing for "
+                          f"(inputs: {', '.join(i.name for i in inputs)})")
+    pre = {i.name: _preprocessing(i.name, shapes[i.name][1] if len(shapes[i.name]) > 1 else 0,
+                                  overrides) for i in inputs}
     meta = {
         "fcnkit.inputs": json.dumps([i.name for i in inputs]),
         "fcnkit.outputs": json.dumps([b.name for b in outputs] + labels),
