@@ -288,11 +288,15 @@ def plot_run(run: str | Path, out: str | Path | None = None) -> Path:
     return plot_stages(stages_of(files), Path(out), title=run.resolve().name)
 
 
-def plot_after_training(run: str | Path, out: str | Path | None = None) -> Path | None:
-    """plot_run for the end of a training command: a plot that fails is reported in one
-    line and never costs the run (returns None then)."""
+def plot_after_training(run: str | Path | Sequence[Path], out: str | Path) -> Path | None:
+    """Draw the curves at the end of a training command: `run` is a run folder or the
+    metrics files of its stages in order. A plot that fails is reported in one line and never
+    costs the run (returns None then)."""
     try:
-        path = plot_run(run, out)
+        if isinstance(run, (str, Path)):
+            path = plot_run(run, out)
+        else:
+            path = plot_stages(stages_of(list(run)), Path(out), title=Path(out).parent.name)
     except (FcnkitError, OSError, ImportError) as e:
         print(f"training curves not drawn: {e}", file=sys.stderr)
         return None
