@@ -5,7 +5,7 @@ HWC -> CHW; the net is reshaped to each image, and the label map is the argmax o
 class axis of the `score` blob. Three backends run the same deploy.prototxt + caffemodel:
 fcnkit's PyTorch engine ("torch"), pycaffe ("caffe") and OpenCV's Caffe importer
 ("opencv", cv2.dnn.readNetFromCaffe), the last being an implementation fcnkit does not share
-any code with.
+any code with; "onnxruntime" runs the net exported to ONNX (solvers.onnx_backend).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from netgen.legacy import upgrade_net
 
 from .data.readers import to_caffe_input
 
-BACKENDS = ("torch", "caffe", "opencv")
+BACKENDS = ("torch", "caffe", "opencv", "onnxruntime")
 OUTPUT = "score"
 
 
@@ -59,8 +59,10 @@ class Predictor:
         self.output = output
         self.backend = backend
         self.num_classes: int | None = None  # known after the first image
-        if backend != "torch":  # Caffe and OpenCV abort or throw late on a mismatch: check first
-            load_weights_for(self.weights, net_param)
+        if self.weights.suffix == ".onnx" and backend != "onnxruntime":
+            raise FcnkitError(f"{self.weights}: an ONNX file runs with --backend onnxruntime")
+        if backend != "torch" and self.weights.suffix != ".onnx":  # Caffe and OpenCV abort or
+            load_weights_for(self.weights, net_param)               # throw late: check first
         self._run: Callable[[np.ndarray], np.ndarray] = getattr(self, f"_{backend}")(gpu)
 
     def _torch(self, gpu: int | None) -> Callable[[np.ndarray], np.ndarray]:
@@ -104,6 +106,11 @@ class Predictor:
                 raise FcnkitError(f"OpenCV failed on {self.deploy}: "
                                   f"{str(e).strip().splitlines()[-1]}") from None
         return run
+
+    def _onnxruntime(self, gpu: int | None) -> Callable[[np.ndarray], np.ndarray]:
+        from .onnx_backend import load_runner
+
+        return load_runner(self.deploy, self.weights, self.input, self.output, gpu)
 
     def scores(self, chw: np.ndarray) -> np.ndarray:
         """Class scores (C x H x W) of one preprocessed image (3 x H x W, BGR minus mean)."""

@@ -238,3 +238,37 @@ def test_crop_offsets_are_checked_against_the_coordinate_map(tmp_path):
     got = ort.InferenceSession(result.model.SerializeToString(),
                                providers=["CPUExecutionProvider"]).run(["score"], {"data": x})[0]
     assert rel_error(got, ref) < 1e-4
+
+
+# ---- infer.py --backend onnxruntime
+
+def test_infer_onnxruntime_backend_matches_torch(tmp_path, capsys):
+    import infer
+    from PIL import Image
+
+    deploy, weights = deploy_with_weights("synthetic-fcn8s", tmp_path)
+    onnx_file = tmp_path / "net.onnx"
+    export_file(deploy, weights, onnx_file)
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(5)
+    for i, (h, w) in enumerate(((40, 56), (33, 21))):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(images / f"img{i}.png")
+    labels = {}
+    for backend, model in (("torch", weights), ("onnxruntime", onnx_file),
+                           ("onnxruntime", weights)):
+        out = tmp_path / f"{backend}-{model.suffix}"
+        assert infer.main([str(deploy), str(model), str(images), "-o", str(out), "--backend",
+                           backend, "--quiet"]) == 0
+        labels[out.name] = [np.array(Image.open(out / f"img{i}.png")) for i in range(2)]
+    ref = labels.pop("torch-.caffemodel")
+    for name, got in labels.items():
+        for a, b in zip(got, ref):
+            assert a.shape == b.shape and (a == b).mean() > 0.99, name
+    fixed = tmp_path / "fixed.onnx"
+    export_file(deploy, weights, fixed, size=(40, 56))
+    with pytest.raises(SystemExit):
+        infer.main([str(deploy), str(fixed), str(images), "-o", str(tmp_path / "f"),
+                    "--backend", "onnxruntime", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "exported for 40x56 inputs only" in err
