@@ -122,13 +122,13 @@ def _list() -> None:
 def _explain(path: str, size: tuple[int, int]) -> None:
     from .explain import explain  # imported on use: the other commands do not need it
     from .legacy import upgrade_net
-    from .schema import read_net
+    from .schema import locate_layer_error, read_net
 
     net = read_net(path)
     try:
         report = explain(upgrade_net(net), size)  # legacy V1 nets (published VGG16) too
     except FcnkitError as e:
-        raise FcnkitError(f"{path}: {e}") from None
+        raise locate_layer_error(path, e) from None
     print(report)
 
 

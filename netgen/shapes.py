@@ -20,6 +20,7 @@ from .proto import caffe_pb2
 Shape = tuple[int, ...]
 Sizes = Mapping[str, Sequence[int]]
 Layer = caffe_pb2.LayerParameter
+MAX_BLOB_AXES, INT_MAX = 32, 2**31 - 1  # Caffe's kMaxBlobAxes and Blob::Reshape's count limit
 
 
 # ---- phase filtering (Caffe's Net::FilterNet)
@@ -92,6 +93,8 @@ def _conv_like(out_size: Callable[[int, int, int, int], int]):
         p = layer.convolution_param
         if p.num_output <= 0:
             raise FcnkitError(f"{where(layer)}: num_output must be positive")
+        if p.group <= 0:  # divides channels and num_output below (Caffe: CHECK_EQ % group)
+            raise FcnkitError(f"{where(layer)}: group must be positive, got {p.group}")
         if b[axis] % p.group or p.num_output % p.group:
             raise FcnkitError(f"{where(layer)}: channels {b[axis]} and num_output {p.num_output} "
                               f"must both be divisible by group {p.group}")
@@ -525,14 +528,27 @@ def _layer_tops(layer: Layer, bottoms: list[Shape], given: dict[str, Shape],
     if layer.type in SOURCES or layer.type in USER_SIZED:
         own = SOURCES[layer.type](layer, ntop) if layer.type in SOURCES else [None] * ntop
         used.update(t for t in layer.top if t in given)
-        return [given.get(t, s) for t, s in zip(layer.top, own)]
+        return [_blob_fits(layer, given.get(t, s)) for t, s in zip(layer.top, own)]
     rule = RULES.get(layer.type)
     if rule is None:
         raise FcnkitError(f"{where(layer)}: no shape rule for layer type {layer.type!r}")
     tops = rule(layer, bottoms, ntop)
     if len(tops) < ntop:
         raise FcnkitError(f"{where(layer)}: has {ntop} tops, the layer makes {len(tops)}")
-    return tops[:ntop]
+    return [_blob_fits(layer, top) for top in tops[:ntop]]
+
+
+def _blob_fits(layer: Layer, shape: Shape | None) -> Shape | None:
+    """Caffe's Blob::Reshape checks: at most 32 axes, no negative dim, count <= INT_MAX."""
+    if shape is None:
+        return None
+    if len(shape) > MAX_BLOB_AXES or any(d < 0 for d in shape):
+        raise FcnkitError(f"{where(layer)}: blob shape {list(shape)} has a negative dim or more "
+                          f"than {MAX_BLOB_AXES} axes")
+    if _count(shape) > INT_MAX:
+        raise FcnkitError(f"{where(layer)}: blob shape {list(shape)} holds {_count(shape)} "
+                          f"values; Caffe's limit is INT_MAX ({INT_MAX})")
+    return shape
 
 
 # ---- learnable parameter shapes

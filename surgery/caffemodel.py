@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 from netgen.errors import FcnkitError
 from netgen.fileio import atomic_write
 from netgen.proto import caffe_pb2
+from netgen.shapes import MAX_BLOB_AXES
 
 from . import hdf5, wire
 from netgen.legacy import (V0_TYPE_NAMES, V1_TYPE_NAMES, downgrade_net, is_repeated, upgrade_net,
@@ -39,7 +40,6 @@ _V0_LAYER, _V0_BLOBS, _V0_NAME = 1, 50, 1
 # BlobProto
 _NUM, _CHANNELS, _HEIGHT, _WIDTH, _DATA, _SHAPE, _DOUBLE_DATA = 1, 2, 3, 4, 5, 7, 8
 _LEGACY_DIMS = (_NUM, _CHANNELS, _HEIGHT, _WIDTH)
-MAX_BLOB_AXES = 32  # Caffe's kMaxBlobAxes (blob.hpp)
 _WRITE_CHUNK = 1 << 22  # elements converted at a time when an array is not float32 already
 # Packed little-endian floats can be read from the file straight into float32 arrays.
 _DIRECT_READ = hasattr(os, "preadv") and sys.byteorder == "little"

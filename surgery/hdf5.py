@@ -70,10 +70,11 @@ def check_superblock(path: Path) -> None:
         raise FcnkitError(f"{path}: truncated or corrupt HDF5 file: its superblock says "
                           f"{eof} bytes, the file has {size}")
     if version in (0, 1) and fourth != UNDEFINED:  # driver-info block: 16-byte header + info
-        with open(path, "rb") as f:
-            f.seek(base + fourth)
-            block = f.read(16)
-        info = struct.unpack_from("<I", block, 4)[0] if len(block) == 16 else size
+        info = size
+        if base + fourth + 16 <= size:
+            with open(path, "rb") as f:
+                f.seek(base + fourth)
+                info = struct.unpack_from("<I", f.read(16), 4)[0]
         if base + fourth + 16 + info > size:
             raise FcnkitError(f"{path}: corrupt HDF5 superblock (driver-info block past the "
                               "end of the file)")

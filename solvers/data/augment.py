@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from netgen.errors import FcnkitError
+
+from .readers import MAX_PIXELS
+
 IMAGE, LABEL = "image", "label"
 PAD = {IMAGE: 0.0, LABEL: 255}
 INTERP = {IMAGE: cv2.INTER_LINEAR, LABEL: cv2.INTER_NEAREST}
@@ -76,6 +80,9 @@ class Augment:
         if self.scale:
             s = rng.uniform(*self.scale)
             hw = (max(1, round(h * s)), max(1, round(w * s)))
+            if hw[0] * hw[1] > MAX_PIXELS:
+                raise FcnkitError(f"scale {s:.3g} makes a {h}x{w} item {hw[0]}x{hw[1]}, more "
+                                  f"than {MAX_PIXELS} pixels; lower param_str's scale")
             out = {k: _resize(v, hw, kinds[k]) for k, v in out.items()}
             h, w = hw
         if self.mirror and rng.random() < 0.5:

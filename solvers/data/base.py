@@ -27,7 +27,7 @@ COMMON_PARAMS: dict[str, P.Param] = {
     "mirror": P.Param(P.flag, False, "random horizontal flips"),
     "scale": P.Param(P.scale, None, "random rescale factor range (low, high)"),
     "crop_size": P.Param(P.optional(P.size), None, "random crop (H, W), padding if smaller"),
-    "batch_size": P.Param(P.positive_int, 1, "items per forward"),
+    "batch_size": P.Param(P.batch_size, 1, "items per forward"),
 }
 
 

@@ -3,6 +3,10 @@
 The reference FCN layers `eval()` the string; we read it as a literal (ast.literal_eval) or as
 JSON, so "{'voc_dir': '../data', 'seed': 1337}" works and "__import__('os')..." is refused.
 Each data layer declares its keys as a table of `Param`s; unknown or missing keys are errors.
+Every number has a bound, so a hostile param_str cannot make a layer allocate for ever:
+counts (split length, classes) up to MAX_COUNT, batch_size up to MAX_BATCH, image sizes
+(size, crop_size) up to readers.MAX_PIXELS pixels, scale factors within SCALE_RANGE, seeds
+below 2**64, strings up to MAX_STRING characters and the text itself up to MAX_TEXT.
 """
 from __future__ import annotations
 
@@ -15,12 +19,20 @@ from typing import Any, Callable
 from netgen.errors import FcnkitError
 
 REQUIRED = object()  # sentinel default: the key must be given
+MAX_TEXT = 1 << 16  # characters of param_str
+MAX_STRING = 4096  # characters of one string value (paths, split names)
+MAX_COUNT = 10**7  # items in a split, classes
+MAX_BATCH = 1024  # items per forward
+SCALE_RANGE = (1 / 64, 16.0)  # random rescale factors
 
 
 def parse_param_str(text: str | None, layer: str) -> dict[str, Any]:
     """The dict written in `text` (Python dict literal or JSON object); '' means {}."""
     if text is None or not text.strip():
         return {}
+    if len(text) > MAX_TEXT:
+        raise FcnkitError(f"{layer}: param_str of {len(text)} characters; more than {MAX_TEXT} "
+                          "is refused")
     value = None
     try:
         value = ast.literal_eval(text.strip())
@@ -42,8 +54,10 @@ def parse_param_str(text: str | None, layer: str) -> dict[str, Any]:
 # ---- value checkers: each returns the normalised value or raises ValueError(reason) ----
 
 def string(v: Any) -> str:
-    if not isinstance(v, str) or not v:
-        raise ValueError("expected a non-empty string")
+    if not isinstance(v, str) or not v or len(v) > MAX_STRING:
+        raise ValueError(f"expected a non-empty string of at most {MAX_STRING} characters")
+    if "\0" in v:
+        raise ValueError("a NUL character cannot be in a path or name")
     return v
 
 
@@ -58,15 +72,22 @@ def flag(v: Any) -> bool:
 def seed(v: Any) -> int | None:
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ValueError("expected a non-negative integer or None")
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 64:
+        raise ValueError("expected an integer in 0..2**64-1 or None")
     return v
 
 
-def positive_int(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError("expected a positive integer")
-    return v
+def int_in(low: int, high: int) -> Callable[[Any], int]:
+    """Checker of an integer in low..high."""
+    def check(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            raise ValueError(f"expected an integer in {low}..{high}")
+        return v
+    return check
+
+
+positive_int = int_in(1, MAX_COUNT)
+batch_size = int_in(1, MAX_BATCH)
 
 
 def numbers(v: Any, n: int) -> tuple[float, ...]:
@@ -85,12 +106,16 @@ def mean(v: Any) -> tuple[float, float, float]:
 
 
 def size(v: Any) -> tuple[int, int]:
-    """An int (square) or (height, width) of positive ints."""
+    """An int (square) or (height, width) of positive ints, at most MAX_PIXELS pixels."""
+    from .readers import MAX_PIXELS
+
     if isinstance(v, int) and not isinstance(v, bool):
         v = (v, v)
     if (not isinstance(v, (list, tuple)) or len(v) != 2
             or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in v)):
         raise ValueError("expected a positive int or (height, width)")
+    if v[0] * v[1] > MAX_PIXELS:
+        raise ValueError(f"more than {MAX_PIXELS} pixels (8192x8192)")
     return int(v[0]), int(v[1])
 
 
@@ -101,8 +126,8 @@ def scale(v: Any) -> tuple[float, float] | None:
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         v = (v, v)
     lo, hi = numbers(v, 2)
-    if not 0 < lo <= hi:
-        raise ValueError("expected 0 < low <= high")
+    if not SCALE_RANGE[0] <= lo <= hi <= SCALE_RANGE[1]:
+        raise ValueError(f"expected {SCALE_RANGE[0]:g} <= low <= high <= {SCALE_RANGE[1]:g}")
     return lo, hi
 
 

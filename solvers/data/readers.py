@@ -2,9 +2,17 @@
 
 Also the Caffe input transform every reference layer applies: RGB -> BGR, float32, minus the
 per-channel mean, HWC -> CHW.
+
+Images larger than MAX_PIXELS are refused from their header, before any pixel is decoded: a
+190 KB PNG can declare 14000x14000 pixels (196 M, 0.6 GB as RGB and 2.4 GB once float32).
+The limit, 2**26 pixels (8192x8192, e.g. a 10000x6700 photo), is far above the datasets'
+500x500 and 2048x1024 and a 4000x3000 (12 MP) photo, and keeps one image under ~0.8 GB as
+float32 RGB. PIL's own bomb check (DecompressionBombError past 2x its 89 MP default) is
+thereby never reached.
 """
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +21,11 @@ from PIL import Image, UnidentifiedImageError
 from netgen.errors import FcnkitError
 
 VOID = 255
+MAX_PIXELS = 1 << 26  # 67,108,864 (8192x8192)
+# What PIL raises for files that are corrupt in ways its decoders do not translate to OSError.
+IMAGE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, EOFError,
+                IndexError, KeyError, struct.error, ZeroDivisionError, OverflowError,
+                Image.DecompressionBombError)
 
 
 def _need_file(path: Path, what: str) -> None:
@@ -20,20 +33,41 @@ def _need_file(path: Path, what: str) -> None:
         raise FcnkitError(f"{what} {path} not found")
 
 
-def _open(path: Path, what: str) -> Image.Image:
+def check_pixels(path: Path, size: tuple[int, int], what: str = "image") -> None:
+    """FcnkitError for a W x H `size` of no pixels or more than MAX_PIXELS."""
+    width, height = size
+    if width < 1 or height < 1:
+        raise FcnkitError(f"{what} {path} has no pixels ({width}x{height})")
+    if width * height > MAX_PIXELS:
+        raise FcnkitError(f"{what} {path} is {width}x{height} = {width * height / 1e6:.0f} M "
+                          f"pixels; more than {MAX_PIXELS / 1e6:.0f} M is refused "
+                          "(a decompression bomb or a mistake; downscale it)")
+
+
+def open_image(path: Path, what: str = "image") -> Image.Image:
+    """The decoded image at `path`; FcnkitError for a missing, corrupt, truncated or too large
+    (MAX_PIXELS, checked from the header before decoding) file."""
     _need_file(path, what)
     try:
         img = Image.open(path)
+        check_pixels(path, img.size, what)
         img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except IMAGE_ERRORS as e:
         raise FcnkitError(f"{what} {path} cannot be read as an image: {e}") from None
     return img
 
 
+def _convert(img: Image.Image, mode: str, path: Path, what: str) -> np.ndarray:
+    try:
+        return np.asarray(img if img.mode == mode else img.convert(mode))
+    except IMAGE_ERRORS as e:  # odd modes (I;16B, F, CMYK variants) PIL cannot convert
+        raise FcnkitError(f"{what} {path}: mode {img.mode} cannot be read as {mode}: {e}") from None
+
+
 def read_rgb(path: Path, what: str = "image") -> np.ndarray:
     """HxWx3 uint8 RGB (grey or palette images are expanded to RGB)."""
-    img = _open(path, what)
-    return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+    img = open_image(path, what)
+    return _convert(img, "RGB", path, what)
 
 
 def read_index_png(path: Path, what: str = "label") -> np.ndarray:
@@ -41,7 +75,7 @@ def read_index_png(path: Path, what: str = "label") -> np.ndarray:
 
     A colour (RGB/RGBA) label is refused: its pixels are colours, not class indices.
     """
-    img = _open(path, what)
+    img = open_image(path, what)
     if img.mode not in ("P", "L"):
         kind = "an RGB colour image" if img.mode in ("RGB", "RGBA") else f"mode {img.mode}"
         raise FcnkitError(f"{what} {path} is {kind}; expected palette indices (mode P or L)")
@@ -50,10 +84,10 @@ def read_index_png(path: Path, what: str = "label") -> np.ndarray:
 
 def read_color_png(path: Path, what: str = "label") -> np.ndarray:
     """HxWx3 uint8 RGB of a colour-coded ground truth; greyscale or palette is refused."""
-    img = _open(path, what)
+    img = open_image(path, what)
     if img.mode not in ("RGB", "RGBA"):
         raise FcnkitError(f"{what} {path} is mode {img.mode}; expected an RGB colour image")
-    return np.asarray(img.convert("RGB"))
+    return _convert(img, "RGB", path, what)
 
 
 def read_uint16_channels(path: Path, what: str = "label") -> np.ndarray:
@@ -61,6 +95,12 @@ def read_uint16_channels(path: Path, what: str = "label") -> np.ndarray:
     import cv2
 
     _need_file(path, what)
+    try:
+        with Image.open(path) as header:  # the size from the header only, before OpenCV decodes
+            size = header.size
+    except IMAGE_ERRORS as e:
+        raise FcnkitError(f"{what} {path} cannot be read as an image: {e}") from None
+    check_pixels(path, size, what)
     arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise FcnkitError(f"{what} {path} cannot be read as an image")
@@ -72,7 +112,7 @@ def read_uint16_channels(path: Path, what: str = "label") -> np.ndarray:
 
 def read_gray(path: Path, what: str = "image") -> np.ndarray:
     """HxW array of a single-channel image, keeping its bit depth (8 or 16 bit)."""
-    img = _open(path, what)
+    img = open_image(path, what)
     arr = np.asarray(img)
     if arr.ndim != 2:
         raise FcnkitError(f"{what} {path} has {arr.shape[2]} channels; expected one")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -39,6 +40,7 @@ from surgery.caffemodel import legacy_fits
 
 from .blob import Blob, Param
 from .layers import LAYERS, BuildContext, Layer, Run
+from .snapshot import blob_array
 
 AMP_DTYPES = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Layers whose top is a fresh tensor that their own backward does not read: an in-place
@@ -86,16 +88,6 @@ def _load_param(net_param: caffe_pb2.NetParameter | str | os.PathLike) -> caffe_
     copy = caffe_pb2.NetParameter()
     copy.CopyFrom(net_param)
     return copy
-
-
-def _blob_array(blob: caffe_pb2.BlobProto, where: str) -> np.ndarray:
-    """A BlobProto's values (float or double) in its shape (or legacy 4-D shape)."""
-    dims = list(blob.shape.dim) if blob.HasField("shape") else [blob.num, blob.channels,
-                                                                 blob.height, blob.width]
-    values = np.asarray(blob.double_data if len(blob.double_data) else blob.data, np.float32)
-    if values.size != int(np.prod(dims)):
-        raise FcnkitError(f"{where}: {values.size} values for shape {tuple(dims)}")
-    return values.reshape(dims)
 
 
 def _fits(stored: tuple[int, ...], wanted: tuple[int, ...], legacy: bool) -> bool:
@@ -156,7 +148,20 @@ class Net:
         ctx = BuildContext(phase=phase, dtype=dtype, allow_python_modules=allow_python_modules,
                            rng=rng)
         self._rng = rng
-        self._build(ctx)
+        try:
+            self._build(ctx)
+        except FcnkitError as e:  # name the prototxt and the layer's line when built from a file
+            if isinstance(net_param, (str, os.PathLike)):
+                from netgen.schema import locate_layer_error
+                raise locate_layer_error(net_param, e) from None
+            raise
+        except (MemoryError, RuntimeError) as e:  # torch: "can't allocate memory", "out of memory"
+            if isinstance(e, RuntimeError) and not re.search("allocate|out of memory|overflow",
+                                                             str(e)):
+                raise
+            layer = self.net_param.layer[min(len(self.layers), len(self.net_param.layer) - 1)]
+            raise FcnkitError(f"layer {layer.name!r} ({layer.type}): its blobs do not fit in "
+                              f"memory ({str(e).splitlines()[0][:160]})") from None
         if weights is not None:
             self.copy_from(weights)
 
@@ -266,7 +271,7 @@ class Net:
         if not lp.blobs:
             return init.make(f"{where} param {i}", rng)
         blob = lp.blobs[i]
-        arr = _blob_array(blob, f"{where} blob {i}")
+        arr = blob_array(blob, f"{where} blob {i}")
         if not _fits(tuple(arr.shape), tuple(init.shape), legacy=not blob.HasField("shape")):
             raise FcnkitError(f"{where}: blob {i} has shape {tuple(arr.shape)}, expected {init.shape}")
         return torch.from_numpy(arr.reshape(init.shape))

@@ -24,8 +24,8 @@ from netgen.errors import FcnkitError
 from netgen.fileio import atomic_write
 from netgen.proto import caffe_pb2
 from netgen.schema import read_binary
+from netgen.shapes import MAX_BLOB_AXES
 from surgery import hdf5, wire
-from surgery.caffemodel import MAX_BLOB_AXES
 
 _HISTORY = 3  # SolverState.history
 _BLOB_DATA, _BLOB_SHAPE = 5, 7  # BlobProto.data, BlobProto.shape
@@ -114,13 +114,14 @@ def read_solverstate(path: str | os.PathLike) -> SolverState:
     learned_net = message.learned_net
     if not isinstance(learned_net, str):  # proto2 strings are not checked when parsed
         raise FcnkitError(f"{path}: learned_net is not UTF-8 text")
-    history = [_blob_array(blob, f"{path}: history {i}") for i, blob in enumerate(message.history)]
+    history = [blob_array(blob, f"{path}: history {i}") for i, blob in enumerate(message.history)]
     return SolverState(iter=message.iter, learned_net=learned_net,
                        current_step=message.current_step, history=history)
 
 
-def _blob_array(blob: caffe_pb2.BlobProto, where: str) -> np.ndarray:
-    """The blob's values in its shape; FcnkitError for shapes its values cannot fill
+def blob_array(blob: caffe_pb2.BlobProto, where: str) -> np.ndarray:
+    """A BlobProto's values (double_data if any, else data) as float32 in its shape (legacy
+    num/channels/height/width when set); FcnkitError for shapes its values cannot fill
     (negative dims, more than Caffe's 32 axes, a product other than the value count)."""
     values = blob.double_data if len(blob.double_data) else blob.data
     if any(blob.HasField(d) for d in _LEGACY_DIMS):
