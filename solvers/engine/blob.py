@@ -136,6 +136,7 @@ class Param:
         self.owner = owner
         self.lr_mult = lr_mult
         self.decay_mult = decay_mult
+        self.exposed = 0  # numpy views handed out (writable behind torch's version counter)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -147,6 +148,7 @@ class Param:
 
     @property
     def data(self) -> np.ndarray:
+        self.exposed += 1
         return _numpy(self.tensor)
 
     @data.setter

@@ -17,8 +17,17 @@ first top of *Loss layers and 0 otherwise.
 
 Mixed precision (`amp="bf16"|"fp16"`): layers run under torch.autocast; loss and accuracy
 layers run outside it in float32, so losses and their gradients start in full precision.
-Parameters stay in `dtype`. With fp16, scale the objective (forward_backward(scale=...))
-and unscale the gradients yourself to avoid underflow.
+Parameters stay in `dtype`; Convolution, Deconvolution and InnerProduct read a half copy of
+theirs, cast once per change of the float32 value (a solver update, copy_from, an assignment
+to Param.data) rather than on every pass, and shared between nets that share the Param (a
+solver's test nets); their gradients reach the float32 parameters in float32. With fp16, scale
+the objective (forward_backward(scale=...)) and unscale the gradients yourself to avoid
+underflow.
+
+Channels-last (`channels_last=True`, the default under amp): convolutions run on NHWC-strided
+activations (same (N, C, H, W) shapes and values), which oneDNN computes without reordering
+them to and from its blocked layout; layout-agnostic layers between convolutions keep the
+format, any other layer gets a plain contiguous bottom.
 """
 from __future__ import annotations
 
@@ -39,6 +48,7 @@ from netgen.shapes import RULES as SHAPE_RULES
 from surgery.caffemodel import legacy_fits
 
 from .blob import Blob, Param
+from .half_weights import half_weight
 from .layers import LAYERS, BuildContext, Layer, Run
 from .snapshot import blob_array
 
@@ -55,6 +65,11 @@ NEEDS_4D = frozenset({"Convolution", "Deconvolution", "Pooling"})
 RULE_SHAPED = NEEDS_4D | {"Crop", "Eltwise", "Split", "ReLU", "Sigmoid", "TanH", "Dropout",
                           "AbsVal", "BNLL", "Power", "Exp", "Log", "ELU", "Threshold", "Clip",
                           "Swish"}
+# Layers that read a bottom whatever its strides and give a top in the bottom's memory format:
+# channels-last activations pass through them unconverted.
+KEEPS_LAYOUT = RULE_SHAPED | {"Scale", "Bias"}
+# Layers whose params are read in half precision under amp (autocast runs their ops in half)
+HALF_PARAMS = frozenset({"Convolution", "Deconvolution", "InnerProduct"})
 
 
 @dataclass
@@ -100,12 +115,15 @@ class Net:
     """A Caffe net on PyTorch.
 
     Net(net_param | path, phase="TRAIN"|"TEST", *, weights=None, device="cpu", stages=(),
-        level=0, allow_python_modules=False, dtype=torch.float32, amp=None)
+        level=0, allow_python_modules=False, dtype=torch.float32, amp=None,
+        channels_last=None)
 
     phase, level and stages make the NetState that picks layers (a `state` inside net_param
     is replaced, as Caffe's Net(file, phase, level, stages) does). weights: a .caffemodel /
     .h5 path or a Weights mapping, copied in by layer name. device: "cpu", "cuda", "cuda:N".
     dtype: float32, or float64 (gradient checks). amp: None, "bf16" or "fp16" autocast.
+    channels_last: run convolutions on channels-last activations (default: on under amp,
+    where it saves the layout reorders; off in float32).
     Python layers resolve to fcnkit's data layers; any other module is imported only with
     allow_python_modules=True. Initial weights come from the fillers (seeded from torch's RNG,
     so torch.manual_seed reproduces them) unless the prototxt carries blobs.
@@ -125,7 +143,7 @@ class Net:
                  *, weights: str | os.PathLike | Mapping | None = None,
                  device: str | torch.device = "cpu", stages: Sequence[str] = (), level: int = 0,
                  allow_python_modules: bool = False, dtype: torch.dtype = torch.float32,
-                 amp: str | None = None):
+                 amp: str | None = None, channels_last: bool | None = None):
         if amp not in AMP_DTYPES:
             raise FcnkitError(f"amp must be 'bf16', 'fp16' or None, got {amp!r}")
         if dtype not in (torch.float32, torch.float64):
@@ -135,6 +153,7 @@ class Net:
         self.device = torch.device(device)
         self.dtype = dtype
         self.amp = AMP_DTYPES[amp]
+        self.channels_last = self.amp is not None if channels_last is None else channels_last
         self.retain_blob_diffs = False
         self.blobs: OrderedDict[str, Blob] = OrderedDict()
         self.params: OrderedDict[str, list[Param]] = OrderedDict()
@@ -310,11 +329,16 @@ class Net:
     # ---------------------------------------------------------------- running
     def _run_spec(self, meta: bool) -> Run:
         return Run(meta=meta, train=self.phase == "TRAIN", device=self.device, dtype=self.dtype,
-                   overwrite=not meta and not self.retain_blob_diffs)
+                   overwrite=not meta and not self.retain_blob_diffs,
+                   channels_last=self.channels_last and not meta)
 
     def _param_tensors(self, rec: LayerRecord, meta: bool = False) -> list[torch.Tensor]:
+        half = not meta and self.amp is not None and rec.type in HALF_PARAMS
         out = []
         for p, shape in zip(rec.params, rec.param_shapes):
+            if half:
+                out.append(half_weight(p, shape, self.amp, self.channels_last))
+                continue
             t = p.tensor.to("meta") if meta else p.tensor
             out.append(t if tuple(t.shape) == shape else t.view(shape))
         return out
@@ -357,6 +381,8 @@ class Net:
             full = impl.is_loss or getattr(impl, "full_precision", False)
             if full and self.amp is not None:
                 bottoms = [b.float() if b.dtype in HALF else b for b in bottoms]
+            if self.channels_last and rec.type not in KEEPS_LAYOUT:
+                bottoms = [b.contiguous() for b in bottoms]
             if meta:
                 tops = self._meta_tops(rec, lp, bottoms, run)
             else:

@@ -17,7 +17,10 @@ or history, so a good snapshot is never replaced by a diverged one.
 Mixed precision (amp="bf16" | "fp16"): the nets run their layers under torch.autocast in
 that type; loss layers run in float32 on float32 copies of their inputs (so the FCN recipes'
 unnormalised losses of ~1e5 are summed in full precision); parameters, gradients as stored,
-history and the whole update stay float32. bf16 has float32's range and needs nothing else.
+history and the whole update stay float32; convolutions read a half copy of their weights,
+cast after each update (not on every pass) and shared by the train and test nets (see
+solvers/engine/half_weights.py), on channels-last activations. bf16 has float32's range and
+needs nothing else.
 fp16 uses a dynamic loss scale: the objective's gradient is multiplied by a power of two
 (first 2^16), and parameter gradients are divided by it before clipping and the update. When
 any gradient comes out inf/NaN the iteration is redone on the next batch with half the scale

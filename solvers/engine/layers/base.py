@@ -42,6 +42,7 @@ class Run:
     device: torch.device
     dtype: torch.dtype
     overwrite: bool = False   # layers marked in_place may overwrite their bottom this pass
+    channels_last: bool = False  # convolutions take (and so give) channels-last activations
 
 
 @dataclass

@@ -81,8 +81,8 @@ class Convolution(_ConvBase):
         for size, k, p, d in zip(x.shape[2:], self.kernel, self.pad, self.dilation):
             if size + 2 * p < (k - 1) * d + 1:
                 raise self.error(f"input {tuple(x.shape[2:])} smaller than the padded kernel")
-        return [F.conv2d(x, w, params[1] if self.bias_term else None, self.stride, self.pad,
-                         self.dilation, self.group)]
+        return [F.conv2d(_layout(x, run), w, params[1] if self.bias_term else None, self.stride,
+                         self.pad, self.dilation, self.group)]
 
 
 @register
@@ -100,8 +100,16 @@ class Deconvolution(_ConvBase):
         for size, k, s, p, d in zip(x.shape[2:], self.kernel, self.stride, self.pad, self.dilation):
             if s * (size - 1) + (k - 1) * d + 1 - 2 * p <= 0:
                 raise self.error(f"output size not positive for input {tuple(x.shape[2:])}")
-        return [F.conv_transpose2d(x, w, params[1] if self.bias_term else None, self.stride,
-                                   self.pad, 0, self.group, self.dilation)]
+        return [F.conv_transpose2d(_layout(x, run), w, params[1] if self.bias_term else None,
+                                   self.stride, self.pad, 0, self.group, self.dilation)]
+
+
+def _layout(x: torch.Tensor, run) -> torch.Tensor:
+    """The bottom in the memory format the pass runs convolutions in. Channels-last (NHWC
+    strides, same (N, C, H, W) shape) lets oneDNN skip reordering activations into and out of
+    its blocked layout; a convolution's top keeps its bottom's format, and so do ReLU, pooling,
+    crops and eltwise between them, so only the first convolution converts."""
+    return x.contiguous(memory_format=torch.channels_last) if run.channels_last else x
 
 
 def pooled_size(size: int, k: int, p: int, s: int, ceil: bool) -> int:
