@@ -3,6 +3,10 @@
 
     python infer.py models/voc-fcn8s/deploy.prototxt fcn8s-heavy-pascal.caffemodel img.jpg -o out
     python infer.py models/voc-fcn8s weights.caffemodel photos/ --backend opencv
+    python infer.py models/nyud-fcn32s-color-hha w.caffemodel --input color=rgb/ --input hha=hha/
+
+Each input is preprocessed as the model folder's train/val data layer does it (colour: RGB ->
+BGR minus the dataset mean; NYUD HHA: unflipped minus the HHA mean; depth: log depth).
 
 For each image X: out/X.png holds the class indices (palette PNG, opens as a picture) and
 out/X_overlay.png the classes blended over the image with a legend of the classes present.
@@ -31,12 +35,17 @@ def build_parser() -> Parser:
     ap = Parser(prog="infer.py", description="Segment images with a deploy net and its weights.")
     ap.add_argument("deploy", help="deploy.prototxt, or a model folder holding one")
     ap.add_argument("weights", help="trained .caffemodel / .caffemodel.h5")
-    ap.add_argument("images", nargs="+", help="image files or folders of images")
+    ap.add_argument("images", nargs="*", help="image files or folders of images (a net with "
+                    "one input)")
+    ap.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
+                    help="images for the net input NAME (file or folder; repeat per input, "
+                    "paired by file name), e.g. --input color=DIR --input hha=DIR")
     ap.add_argument("-o", "--out", default="predictions", help="output folder (predictions)")
     ap.add_argument("--backend", default="torch", help=f"{' | '.join(BACKENDS)} (torch)")
     ap.add_argument("--gpu", type=non_negative, help="GPU index (torch, caffe; default CPU)")
-    ap.add_argument("--mean", default=",".join(map(str, VOC_MEAN)),
-                    help="B,G,R mean subtracted from the image (VOC/ImageNet mean)")
+    ap.add_argument("--mean", help="B,G,R mean subtracted from a colour image (default: as "
+                    "the model folder's data layer preprocesses each input, else the VOC mean "
+                    f"{','.join(map(str, VOC_MEAN))})")
     ap.add_argument("--classes", help=f"class names for the legend: {', '.join(CLASS_NAMES)}, "
                     "or a text file with one name per line (default: the dataset netgen generated the "
                     "model for, else voc for 21 classes)")
@@ -112,21 +121,40 @@ def class_list(spec: str | None, n: int | None, deploy: Path | None = None) -> l
     return names
 
 
-def segment(predictor, images: list[Path], out: Path, mean, classes: str | None,
+def input_images(plan, images: list[str], inputs: list[str]) -> list[dict[str, Path]]:
+    """{Input top: image} per item, from the positional images (one-input nets) and the
+    --input NAME=PATH options, paired by file stem (solvers.preprocess.pair_inputs)."""
+    from solvers.preprocess import pair_inputs
+
+    given: dict[str, list[str]] = {}
+    for spec in inputs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise FcnkitError(f"--input {spec!r}: give NAME=PATH, e.g. --input hha=images/hha")
+        given.setdefault(name, []).append(path)
+    if images:
+        if len(plan.inputs) > 1 or given:
+            raise FcnkitError(f"give the images with --input NAME=PATH, one per net input "
+                              f"({plan.describe()}), not as plain arguments")
+        given = {next(iter(plan.inputs)): images}
+    return pair_inputs(plan, {name: find_images(paths) for name, paths in given.items()})
+
+
+def segment(predictor, images: list[dict[str, Path]], out: Path, plan, classes: str | None,
             alpha: float, progress: bool = True) -> list[Path]:
     """Write <stem>.png (labels) and <stem>_overlay.png for every image; returns the label files.
 
     The output folder is created once the first image went through the net and the legend
     names fit its class count, so a mistake there leaves nothing behind.
     """
-    from solvers.data.readers import read_rgb
     from solvers.predict import save_prediction
 
     names: list[str] | None = None
     written: list[Path] = []
-    for path in tqdm(images, desc="infer", unit="img", disable=not progress):
-        rgb = read_rgb(path)
-        label = predictor.labels(rgb, mean)
+    for item in tqdm(images, desc="infer", unit="img", disable=not progress):
+        path = next(iter(item.values()))  # the first input's image names the outputs
+        rgb, feeds = plan.load(item)
+        label = predictor.labels_of(feeds, rgb.shape[:2])
         if not written:
             names = class_list(classes, predictor.num_classes, predictor.deploy)
             out.mkdir(parents=True, exist_ok=True)
@@ -137,24 +165,28 @@ def segment(predictor, images: list[Path], out: Path, mean, classes: str | None,
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     from solvers.predict import BACKENDS, Predictor
+    from solvers.preprocess import input_plan
 
     a = build_parser().parse_args(argv)
     if a.backend not in BACKENDS:
         raise FcnkitError(f"unknown backend {a.backend!r} (choose from {', '.join(BACKENDS)})")
     if not 0.0 <= a.alpha <= 1.0:
         raise FcnkitError(f"--alpha must be in 0..1, got {a.alpha}")
-    mean = parse_mean(a.mean)
+    mean = parse_mean(a.mean) if a.mean is not None else None
     deploy = Path(a.deploy)
     if deploy.is_dir():
         deploy = deploy / "deploy.prototxt"
-    images = find_images(a.images)
+    plan = input_plan(deploy, mean)
+    images = input_images(plan, a.images, a.input)
     out = Path(a.out)
     if out.exists() and not out.is_dir():
         raise FcnkitError(f"--out {out}: exists and is not a folder")
     if a.classes is not None:
         class_list(a.classes, None)
     predictor = Predictor(deploy, a.weights, a.backend, a.gpu, a.output)
-    written = segment(predictor, images, out, mean, a.classes, a.alpha, not a.quiet)
+    if not a.quiet:
+        print(f"inputs: {plan.describe()} (from {plan.source})")
+    written = segment(predictor, images, out, plan, a.classes, a.alpha, not a.quiet)
     print(f"wrote {len(written)} label maps and overlays to {out}")
     return 0
 

@@ -23,6 +23,7 @@ from surgery.caffemodel import load_weights_for
 from netgen.legacy import upgrade_net
 
 from .data.readers import to_caffe_input
+from .preprocess import input_tops
 
 BACKENDS = ("torch", "caffe", "opencv", "onnxruntime")
 OUTPUT = "score"
@@ -56,6 +57,7 @@ class Predictor:
                 raise FcnkitError(f"{what} {path}: no such file")
         net_param = read_net(self.deploy)
         self.input = net_io(net_param, output, str(self.deploy))
+        self.inputs = input_tops(net_param)  # every Input top; multi-input nets take a dict
         self.output = output
         self.backend = backend
         self.num_classes: int | None = None  # known after the first image
@@ -70,8 +72,9 @@ class Predictor:
 
         net = torch_backend.load_net(self.deploy, self.weights, gpu)
 
-        def run(x: np.ndarray) -> np.ndarray:
-            net.forward(**{self.input: x[np.newaxis]})
+        def run(x: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+            feeds = x if isinstance(x, dict) else {self.input: x}
+            net.forward(**{top: v[np.newaxis] for top, v in feeds.items()})
             return np.array(net.blobs[self.output].data[0])
         return run
 
@@ -80,9 +83,10 @@ class Predictor:
 
         net = caffe_backend.load_net(self.deploy, self.weights, gpu)
 
-        def run(x: np.ndarray) -> np.ndarray:
-            net.blobs[self.input].reshape(1, *x.shape)
-            net.blobs[self.input].data[...] = x
+        def run(x: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+            for top, v in (x if isinstance(x, dict) else {self.input: x}).items():
+                net.blobs[top].reshape(1, *v.shape)
+                net.blobs[top].data[...] = v
             net.forward()
             return np.array(net.blobs[self.output].data[0])
         return run
@@ -98,8 +102,9 @@ class Predictor:
             raise FcnkitError(f"OpenCV cannot load {self.deploy} with {self.weights}: "
                               f"{str(e).strip().splitlines()[-1]}") from None
 
-        def run(x: np.ndarray) -> np.ndarray:
-            net.setInput(x[np.newaxis], self.input)
+        def run(x: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+            for top, v in (x if isinstance(x, dict) else {self.input: x}).items():
+                net.setInput(v[np.newaxis], top)
             try:
                 return np.array(net.forward(self.output)[0])
             except cv2.error as e:
@@ -112,16 +117,28 @@ class Predictor:
 
         return load_runner(self.deploy, self.weights, self.input, self.output, gpu)
 
-    def scores(self, chw: np.ndarray) -> np.ndarray:
-        """Class scores (C x H x W) of one preprocessed image (3 x H x W, BGR minus mean)."""
-        return self._run(np.ascontiguousarray(chw, dtype=np.float32))
+    def scores(self, chw: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+        """Class scores (C x H x W) of one preprocessed image (3 x H x W, BGR minus mean), or
+        of one blob per input, {Input top: C x H x W} (solvers.preprocess)."""
+        if not isinstance(chw, dict):
+            return self._run(np.ascontiguousarray(chw, dtype=np.float32))
+        if sorted(chw) != sorted(self.inputs):
+            raise FcnkitError(f"{self.deploy}: takes inputs {', '.join(self.inputs)}, got "
+                              f"{', '.join(chw) or 'none'}")
+        feeds = {top: np.ascontiguousarray(v, dtype=np.float32) for top, v in chw.items()}
+        return self._run(feeds[self.input] if len(feeds) == 1 else feeds)
 
     def labels(self, rgb: np.ndarray, mean: Any) -> np.ndarray:
         """HxW uint8 label map of an HxWx3 RGB image."""
-        scores = self.scores(to_caffe_input(rgb, mean))
-        if scores.ndim != 3 or scores.shape[1:] != rgb.shape[:2]:
+        return self.labels_of({self.input: to_caffe_input(rgb, mean)}, rgb.shape[:2])
+
+    def labels_of(self, feeds: dict[str, np.ndarray], size: tuple[int, ...]) -> np.ndarray:
+        """HxW uint8 label map of preprocessed inputs {Input top: C x H x W}, one per input
+        of the net, each H x W = `size`."""
+        scores = self.scores(feeds)
+        if scores.ndim != 3 or scores.shape[1:] != tuple(size):
             raise FcnkitError(f"{self.deploy}: {self.output!r} has shape {scores.shape}, expected "
-                              f"C x {rgb.shape[0]} x {rgb.shape[1]} (the image size)")
+                              f"C x {size[0]} x {size[1]} (the image size)")
         if scores.shape[0] > 256:
             raise FcnkitError(f"{self.deploy}: {scores.shape[0]} classes do not fit a label PNG")
         self.num_classes = scores.shape[0]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from netgen.errors import FcnkitError
 from netgen.schema import read_net
@@ -115,3 +116,98 @@ def test_digits_alexnet_k63_s32_kernel_centre_on_pixel_31():
         assert np.unravel_index(kernel.argmax(), kernel.shape) == (31, 31)
         assert kernel[31, 31] == 1.0 and np.array_equal(kernel, kernel[::-1, ::-1])
         np.testing.assert_array_equal(kernel, upsample_filt(63))
+
+
+# ---- case 5: NYUD HHA (and color + HHA) inference ----
+
+HHA_MEAN = (132.431, 94.076, 118.477)  # the reference nyud_layers.py HHA mean, channels as stored
+NYUD_BGR_MEAN = (116.190, 97.203, 92.318)
+
+
+@pytest.fixture(scope="module")
+def nyud(tmp_path_factory):
+    """Width-1/64 nyud-fcn32s-hha and -color-hha folders with random weights; the field
+    case's HHA image and a colour image of its size, in color/ and hha/ folders."""
+    from engine_helpers import randomize
+
+    folder = tmp_path_factory.mktemp("nyud")
+    weights = {}
+    for name in ("nyud-fcn32s-hha", "nyud-fcn32s-color-hha"):
+        net = Net(str(generate(name, folder, width=1 / 64) / "deploy.prototxt"), "TEST")
+        randomize(net, seed=1)
+        weights[name] = folder / f"{name}.caffemodel"
+        net.save(weights[name])
+    hha = np.array(Image.open(CASES / "nyud-hha-image.png"))
+    rgb = np.random.default_rng(2).integers(0, 256, hha.shape, dtype=np.uint8)
+    for kind, pixels in (("hha", hha), ("color", rgb)):
+        (folder / kind).mkdir()
+        Image.fromarray(pixels).save(folder / kind / "img_5001.png")
+    return folder, weights, rgb, hha
+
+
+def _engine_labels(folder: Path, weights: Path, **inputs: np.ndarray) -> np.ndarray:
+    net = Net(str(folder / "deploy.prototxt"), "TEST", weights=str(weights))
+    out = net.forward(**{k: v[None] for k, v in inputs.items()})
+    return out["score"][0].argmax(0)
+
+
+def test_hha_net_infers_as_the_nyud_data_layer_preprocesses(nyud, tmp_path):
+    import infer
+
+    folder, weights, _, hha = nyud
+    model = folder / "nyud-fcn32s-hha"
+    assert infer.main([str(model), str(weights["nyud-fcn32s-hha"]),
+                       str(folder / "hha" / "img_5001.png"), "-o", str(tmp_path), "--quiet"]) == 0
+    label = np.array(Image.open(tmp_path / "img_5001.png"))
+    hha_blob = (hha.astype(np.float32) - np.float32(HHA_MEAN)).transpose(2, 0, 1)  # not flipped
+    np.testing.assert_array_equal(label, _engine_labels(model, weights["nyud-fcn32s-hha"],
+                                                        data=hha_blob))
+    from solvers.preprocess import input_plan
+
+    plan = input_plan(model / "deploy.prototxt")
+    assert plan.source == str(model / "val.prototxt")
+    shown, feeds = plan.load({"data": folder / "hha" / "img_5001.png"})
+    np.testing.assert_array_equal(feeds["data"], hha_blob)  # not BGR minus the VOC mean
+    np.testing.assert_array_equal(shown, hha)
+
+
+def test_color_hha_net_takes_one_image_per_input(nyud, tmp_path, capsys):
+    import infer
+
+    folder, weights, rgb, hha = nyud
+    model, w = folder / "nyud-fcn32s-color-hha", str(weights["nyud-fcn32s-color-hha"])
+    with pytest.raises(SystemExit) as e:
+        infer.main([str(model), w, "--input", f"color={folder / 'color'}", "-o", str(tmp_path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--input color=DIR --input hha=DIR" in err and "missing hha" in err
+    assert not tmp_path.joinpath("img_5001.png").exists()
+    assert infer.main([str(model), w, "--input", f"color={folder / 'color'}",
+                       "--input", f"hha={folder / 'hha'}", "-o", str(tmp_path)]) == 0
+    assert "color (color minus mean 116.19, 97.203, 92.318)" in capsys.readouterr().out
+    label = np.array(Image.open(tmp_path / "img_5001.png"))
+    color_blob = (rgb[:, :, ::-1].astype(np.float32) - np.float32(NYUD_BGR_MEAN))
+    hha_blob = hha.astype(np.float32) - np.float32(HHA_MEAN)
+    np.testing.assert_array_equal(label, _engine_labels(
+        model, weights["nyud-fcn32s-color-hha"], color=color_blob.transpose(2, 0, 1),
+        hha=hha_blob.transpose(2, 0, 1)))
+
+
+def test_color_depth_net_reads_depth_as_the_nyud_layer(tmp_path):
+    """nyud-fcn32s-color-d: color as BGR minus the NYUD mean, depth as log depth minus 7.844
+    (zero depth clamped to 1), both read from the model folder's val net."""
+    from solvers.preprocess import input_plan
+
+    model = Path(__file__).parent.parent / "models" / "nyud-fcn32s-color-d"
+    plan = input_plan(model / "deploy.prototxt")
+    assert {t: m.name for t, m in plan.inputs.items()} == {"color": "color", "depth": "depth"}
+    depth = np.array([[0, 1000], [2500, 65535]], np.uint16)
+    Image.fromarray(depth).save(tmp_path / "d.png")
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "c.png")
+    _, feeds = plan.load({"color": tmp_path / "c.png", "depth": tmp_path / "d.png"})
+    want = np.log(np.maximum(depth.astype(np.float32), 1)) - np.float32(7.844)
+    np.testing.assert_allclose(feeds["depth"], want[None], rtol=1e-6)
+    np.testing.assert_allclose(feeds["color"][:, 0, 0], -np.float32(NYUD_BGR_MEAN), rtol=1e-6)
+    Image.fromarray(np.zeros((3, 2, 3), np.uint8)).save(tmp_path / "c.png")
+    with pytest.raises(FcnkitError, match="inputs differ in size"):
+        plan.load({"color": tmp_path / "c.png", "depth": tmp_path / "d.png"})

@@ -18,6 +18,7 @@ from netgen.presets import VOC_MEAN  # noqa: F401  (the VOC layers' default; re-
 
 from . import params as P
 from .augment import IMAGE, LABEL, Augment
+from .modality import Modality, color
 
 COMMON_PARAMS: dict[str, P.Param] = {
     "split": P.Param(P.string, doc="split name (list file or folder, per dataset)"),
@@ -144,6 +145,14 @@ class SegDataset:
     def n_classes(self) -> int:
         """Classes of the (first) label top, void excluded."""
         return self.N_CLASSES
+
+    @classmethod
+    def input_modalities(cls, params: dict[str, Any]) -> dict[str, Modality]:
+        """Image top -> how it is read and preprocessed (solvers.data.modality), given the
+        validated param_str: what inference must repeat. Here colour minus `mean` (or the
+        dataset's MEAN); NYUD adds HHA and depth."""
+        mean = params.get("mean") or cls.MEAN
+        return {top: color(mean) for top, kind in cls.TOP_KINDS.items() if kind == IMAGE}
 
     @property
     def batch_size(self) -> int:

@@ -16,7 +16,8 @@ import numpy as np
 from . import params as P
 from .augment import IMAGE, LABEL
 from .base import SegDataset, read_split
-from .readers import read_gray, read_mat, read_rgb, shift_void, to_caffe_input
+from .modality import Modality, color, depth, hha
+from .readers import read_mat, read_rgb, shift_void, to_caffe_input
 
 SIFTFLOW_SUBDIR = "spatial_envelope_256x256_static_8outdoorcategories"
 
@@ -77,18 +78,22 @@ class NYUDSegDataset(SegDataset):
                 "hha": r / "data" / "hha" / f"{name}.png",
                 "label": r / "segmentation" / f"{name}.mat"}
 
+    @classmethod
+    def input_modalities(cls, params: dict) -> dict[str, Modality]:
+        """color: BGR minus MEAN_BGR; hha: unflipped minus MEAN_HHA; depth: log depth minus
+        MEAN_LOGD (as the reference nyud_layers), for the tops `params` asks for."""
+        every = {"color": color(cls.MEAN_BGR), "hha": hha(cls.MEAN_HHA),
+                 "depth": depth(cls.MEAN_LOGD)}
+        return {top: every[top] for top in params["tops"] if top in every}
+
     def read_color(self, path: Path) -> np.ndarray:
-        return to_caffe_input(read_rgb(path), self.MEAN_BGR)
+        return self.input_modalities(self.params)["color"](path)
 
     def read_depth(self, path: Path) -> np.ndarray:
-        """log depth minus its mean; zero (missing) depth is clamped to 1 so log stays finite."""
-        d = read_gray(path, "depth").astype(np.float32)
-        return (np.log(np.maximum(d, 1.0)) - np.float32(self.MEAN_LOGD))[np.newaxis]
+        return self.input_modalities(self.params)["depth"](path)
 
     def read_hha(self, path: Path) -> np.ndarray:
-        # HHA channels are geocentric features, not colours: no RGB->BGR swap (as reference).
-        hha = read_rgb(path, "hha").astype(np.float32) - np.asarray(self.MEAN_HHA, np.float32)
-        return np.ascontiguousarray(hha.transpose(2, 0, 1))
+        return self.input_modalities(self.params)["hha"](path)
 
     def read_label(self, path: Path) -> np.ndarray:
         return shift_void(read_mat(path, "segmentation"), path, 40)
