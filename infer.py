@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from netgen.errors import FcnkitError, cli_entry
 from netgen.presets import VOC_MEAN
-from solvers.cliargs import Parser, non_negative
+from solvers.cliargs import Parser, non_negative, positive, use_threads
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
@@ -51,6 +51,11 @@ def build_parser() -> Parser:
                     "model for, else voc for 21 classes)")
     ap.add_argument("--output", default="score", help="blob to take the argmax of (score)")
     ap.add_argument("--alpha", type=float, default=0.5, help="overlay opacity 0..1 (0.5)")
+    ap.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision on the torch "
+                    "backend: faster on CPUs with AVX-512 bf16 or AMX and on GPUs; labels "
+                    "differ from float32 on ~0.1%% of pixels (README, Speed)")
+    ap.add_argument("--threads", type=positive, help="torch/OpenCV CPU threads (default: what "
+                    "torch picks, one per core)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
 
@@ -183,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         raise FcnkitError(f"--out {out}: exists and is not a folder")
     if a.classes is not None:
         class_list(a.classes, None)
-    predictor = Predictor(deploy, a.weights, a.backend, a.gpu, a.output)
+    use_threads(a.threads)
+    predictor = Predictor(deploy, a.weights, a.backend, a.gpu, a.output, amp=a.amp)
     if not a.quiet:
         print(f"inputs: {plan.describe()} (from {plan.source})")
     written = segment(predictor, images, out, plan, a.classes, a.alpha, not a.quiet)

@@ -34,3 +34,22 @@ def non_negative(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def positive(text: str) -> int:
+    value = non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be >= 1, got 0")
+    return value
+
+
+def use_threads(n: int | None) -> None:
+    """--threads: n torch (and OpenCV) CPU threads; None leaves torch's choice (one per
+    core). Fewer threads than cores keeps a run steady beside other work on the machine."""
+    if n is None:
+        return
+    import cv2
+    import torch
+
+    torch.set_num_threads(n)
+    cv2.setNumThreads(n)

@@ -48,7 +48,9 @@ class Predictor:
     """A deploy net with trained weights on one backend; `scores(chw)` -> CxHxW class scores."""
 
     def __init__(self, deploy: str | os.PathLike, weights: str | os.PathLike,
-                 backend: str = "torch", gpu: int | None = None, output: str = OUTPUT) -> None:
+                 backend: str = "torch", gpu: int | None = None, output: str = OUTPUT,
+                 amp: str | None = None) -> None:
+        """amp: "bf16"/"fp16" runs the torch engine in mixed precision (scores in float32)."""
         if backend not in BACKENDS:
             raise FcnkitError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
         self.deploy, self.weights = Path(deploy), Path(weights)
@@ -65,12 +67,15 @@ class Predictor:
             raise FcnkitError(f"{self.weights}: an ONNX file runs with --backend onnxruntime")
         if backend != "torch" and self.weights.suffix != ".onnx":  # Caffe and OpenCV abort or
             load_weights_for(self.weights, net_param)               # throw late: check first
+        if amp is not None and backend != "torch":
+            raise FcnkitError(f"--amp {amp}: mixed precision runs on the torch backend only")
+        self.amp = amp
         self._run: Callable[[np.ndarray], np.ndarray] = getattr(self, f"_{backend}")(gpu)
 
     def _torch(self, gpu: int | None) -> Callable[[np.ndarray], np.ndarray]:
         from . import torch_backend
 
-        net = torch_backend.load_net(self.deploy, self.weights, gpu)
+        net = torch_backend.load_net(self.deploy, self.weights, gpu, self.amp)
 
         def run(x: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
             feeds = x if isinstance(x, dict) else {self.input: x}

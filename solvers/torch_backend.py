@@ -83,11 +83,11 @@ def test_net(solver: Any) -> Any:
     return net
 
 
-def load_net(deploy: Path, weights: Path, gpu: int | None) -> Any:
-    """A TEST-phase net with trained weights, for inference."""
+def load_net(deploy: Path, weights: Path, gpu: int | None, amp: str | None = None) -> Any:
+    """A TEST-phase net with trained weights, for inference (amp: "bf16"/"fp16" autocast)."""
     from .engine.net import Net
 
-    return Net(str(deploy), "TEST", weights=str(weights), device=device(gpu))
+    return Net(str(deploy), "TEST", weights=str(weights), device=device(gpu), amp=amp)
 
 
 def set_data(blob: Any, array: Any) -> None:
