@@ -12,6 +12,7 @@ imports). Snapshots and metrics.jsonl go where the solver's snapshot_prefix poin
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -35,7 +36,12 @@ def build_parser() -> Parser:
                     "solver's max_iter); with --stages one count or one per stage")
     ap.add_argument("--test-every", type=non_negative, help="score the val net every N "
                     "iterations (default: the solver's snapshot interval; 0: never)")
-    ap.add_argument("--resume", help="continue from a .solverstate")
+    ap.add_argument("--resume", nargs="?", const="", metavar="SOLVERSTATE",
+                    help="continue from a .solverstate (default: the model's latest snapshot); "
+                    "the demo: continue the run in --demo-dir with its recorded settings")
+    ap.add_argument("--fresh", action="store_true", help="demo: clear the outputs of an "
+                    "earlier run in --demo-dir and start over (default: reuse its finished "
+                    "stages when the settings match)")
     ap.add_argument("--stages", help="train stage after stage, e.g. 32s,16s,8s: sibling model "
                     "folders named by stride, each starting from the previous one's weights")
     ap.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision on the torch "
@@ -59,13 +65,33 @@ def _demo(a) -> int:
 
     if a.weights or a.resume or a.stages is not None:
         raise FcnkitError("the demo trains from scratch in stages 32s,16s,8s: --weights, "
-                          "--resume and --stages need a model folder")
+                          "a .solverstate for --resume and --stages need a model folder")
+    if a.resume is not None and a.fresh:
+        raise FcnkitError("--resume continues the demo run, --fresh starts over: give one")
     backends.resolve(a.backend)
     overrides = {key: getattr(a, f"demo_{key}") for key in ("train", "val", "size")}
     config = DemoConfig(**{k: v for k, v in overrides.items() if v is not None})
-    run_demo(Path(a.demo_dir or "demo"), config, backend=a.backend, gpu=a.gpu, iters=a.iters,
-             test_every=a.test_every, progress=not a.quiet)
+    resume = a.resume is not None
+    if resume and not any(v is not None for v in (*overrides.values(), a.iters, a.test_every)):
+        config = None  # the settings recorded in the demo folder
+    mode = "resume" if resume else "fresh" if a.fresh else "auto"
+    try:
+        run_demo(Path(a.demo_dir or "demo"), config, backend=a.backend, gpu=a.gpu,
+                 iters=a.iters, test_every=a.test_every, progress=not a.quiet, mode=mode)
+    except KeyboardInterrupt:
+        print(f"to continue: {continue_command(a)}", file=sys.stderr)
+        raise
     return 0
+
+
+def continue_command(a) -> str:
+    """The command line that continues an interrupted demo run (the rest is in run.json)."""
+    script = os.path.relpath(Path(__file__).resolve())
+    words = ["python3", script, "--resume"]
+    for option, value in (("--demo-dir", a.demo_dir), ("--gpu", a.gpu)):
+        words += [option, str(value)] if value is not None else []
+    words += ["--quiet"] if a.quiet else []
+    return shlex.join(words)
 
 
 def _train(a) -> int:
@@ -74,10 +100,19 @@ def _train(a) -> int:
     from solvers.solver_files import read_solver_files
 
     given = [f"--{k.replace('_', '-')}" for k in DEMO_ONLY if getattr(a, k) is not None]
+    given += ["--fresh"] if a.fresh else []
     if given:
         raise FcnkitError(f"{', '.join(given)}: demo options, not used with a model folder")
-    if a.resume and (a.weights or a.stages is not None):
+    if a.resume is not None and (a.weights or a.stages is not None):
         raise FcnkitError("--resume continues one run: leave out --weights and --stages")
+    if a.resume == "":
+        from solvers.stages import latest_state
+
+        state = latest_state(solver_file(a.model))
+        if state is None:
+            raise FcnkitError(f"--resume: {a.model} has no snapshot to continue from; give a "
+                              ".solverstate")
+        a.resume = str(state)
     for option, path in (("--weights", a.weights), ("--resume", a.resume)):
         if path and not Path(path).is_file():
             raise FcnkitError(f"{option} {path}: no such file")

@@ -26,8 +26,9 @@ from netgen.fileio import atomic_write, write_text_atomic
 
 from .data.base import VOC_MEAN
 from .data.readers import read_index_png, read_rgb
+from .demo_state import DemoRun, open_run, train_stages
 from .score import fast_hist, metrics
-from .stages import SOLVER_FILE, run_stages
+from .stages import SOLVER_FILE
 from .train import TrainResult
 
 STAGES = ("32s", "16s", "8s")
@@ -129,12 +130,23 @@ def _table(rows: list[tuple[str, str, str, float, float]]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(out: Path, config: DemoConfig = DemoConfig(), *, backend: str = "auto",
+def run_demo(out: Path, config: DemoConfig | None = DemoConfig(), *, backend: str = "auto",
              gpu: int | None = None, iters: Sequence[int] | None = None,
-             test_every: int | None = None, progress: bool = True) -> dict:
-    """Run the demo into `out`; returns (and writes to summary.json) the figures it prints."""
+             test_every: int | None = None, progress: bool = True, mode: str = "auto") -> dict:
+    """Run the demo into `out`; returns (and writes to summary.json) the figures it prints.
+
+    mode: what to do with a run already in `out` (solvers.demo_state.open_run): "auto" reuses
+    one with the same settings, "fresh" clears it, "resume" continues it; config None with
+    "resume" takes the settings (config, iters, test interval, backend) recorded there.
+    """
     from .backends import resolve
 
+    if config is None:
+        record = DemoRun.load(Path(out)) if mode == "resume" else None
+        if record is None:
+            raise FcnkitError(f"--resume: {out} holds no demo run to continue; run without "
+                              "--resume to start one")
+        config, iters, test_every, backend = recorded(record.settings)
     config.check()
     counts = list(config.iters) if iters is None else list(iters)
     if len(counts) == 1:
@@ -143,8 +155,22 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), *, backend: str = "au
         raise FcnkitError(f"--iters: the demo has {len(STAGES)} stages; give one count or "
                           f"{len(STAGES)}")
     module = resolve(backend)
+    test_every = config.test_every if test_every is None else test_every
+    run = open_run(Path(out), settings(config, counts, test_every, module.NAME), mode)
     with torch_threads(config.threads):
-        return _run(Path(out), config, module, gpu, counts, test_every, progress)
+        return _run(run, config, module, gpu, counts, test_every, progress)
+
+
+def settings(config: DemoConfig, counts: Sequence[int], test_every: int, backend: str) -> dict:
+    """What makes two demo runs the same run (recorded in <out>/run.json)."""
+    return {"config": asdict(config), "iters": list(counts), "test_every": test_every,
+            "backend": backend}
+
+
+def recorded(values: dict) -> tuple[DemoConfig, list[int], int, str]:
+    """(config, iters, test_every, backend) back from settings() as read from JSON."""
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in values["config"].items()}
+    return DemoConfig(**fields), values["iters"], values["test_every"], values["backend"]
 
 
 @contextlib.contextmanager
@@ -160,22 +186,25 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _run(out: Path, config: DemoConfig, module: ModuleType, gpu: int | None,
-         counts: list[int], test_every: int | None, progress: bool) -> dict:
+def _run(run: DemoRun, config: DemoConfig, module: ModuleType, gpu: int | None,
+         counts: list[int], test_every: int, progress: bool) -> dict:
     from .data.classes import class_names
     from .data.synthetic import make_synthetic_voc
 
     start = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
-    data = make_synthetic_voc(out / "data", config.train, config.val,
-                              (config.size, config.size), config.classes, config.seed)
+    out = run.out
+    data = out / "data"
+    if not run.data:
+        make_synthetic_voc(data, config.train, config.val, (config.size, config.size),
+                           config.classes, config.seed)
+        run.data = True
+        run.save()
     solvers = make_models(out / "models", config, counts, config.base_lr)
     n_classes = config.classes + 1
     baseline = background_baseline(data, n_classes)
-    results: list[TrainResult] = run_stages(
-        solvers, iters=counts, backend=module.NAME, gpu=gpu, progress=progress,
-        test_every=config.test_every if test_every is None else test_every,
-        labels=[f"fcn{s}" for s in STAGES])
+    results: list[TrainResult] = train_stages(
+        run, STAGES, solvers, counts, [f"fcn{s}" for s in STAGES], backend=module.NAME,
+        gpu=gpu, progress=progress, test_every=test_every)
     names = class_names("synthetic", n_classes)
     overlays = write_overlays(data, out / "overlays", solvers[-1].parent / "deploy.prototxt",
                               results[-1].weights, module.NAME, gpu, config.overlays, names)

@@ -9,9 +9,10 @@ any code with; "onnxruntime" runs the net exported to ONNX (solvers.onnx_backend
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from netgen.legacy import upgrade_net
 
 from .data.readers import to_caffe_input
 from .preprocess import input_tops
+
+if TYPE_CHECKING:
+    from .tiles import Tiler
 
 BACKENDS = ("torch", "caffe", "opencv", "onnxruntime")
 OUTPUT = "score"
@@ -133,8 +137,24 @@ class Predictor:
         feeds = {top: np.ascontiguousarray(v, dtype=np.float32) for top, v in chw.items()}
         return self._run(feeds[self.input] if len(feeds) == 1 else feeds)
 
-    def labels(self, rgb: np.ndarray, mean: Any) -> np.ndarray:
-        """HxW uint8 label map of an HxWx3 RGB image."""
+    @functools.cached_property
+    def tiler(self) -> "Tiler":
+        """The deploy net's tiling (solvers.tiles), for images larger than a tile."""
+        from .tiles import Tiler
+
+        try:
+            return Tiler(upgrade_net(read_net(self.deploy)), self.input, self.output)
+        except FcnkitError as e:
+            raise FcnkitError(f"{self.deploy}: {e}") from None
+
+    def labels(self, rgb: np.ndarray, mean: Any, tile: int | None = None) -> np.ndarray:
+        """HxW uint8 label map of an HxWx3 RGB image; with `tile`, an image with a side over
+        `tile` pixels goes through the net in windows of at most tile x tile (solvers.tiles:
+        the same labels, memory bounded by the window)."""
+        if tile and max(rgb.shape[:2]) > tile:
+            labels, self.num_classes = self.tiler.labels(
+                self.scores, to_caffe_input(rgb, mean), tile)
+            return labels
         return self.labels_of({self.input: to_caffe_input(rgb, mean)}, rgb.shape[:2])
 
     def labels_of(self, feeds: dict[str, np.ndarray], size: tuple[int, ...]) -> np.ndarray:

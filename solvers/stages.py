@@ -19,6 +19,7 @@ from .train import TrainResult, train
 SOLVER_FILE = "solver.prototxt"
 _STAGE = re.compile(r"^([1-9][0-9]*)s$")
 _STAGED_NAME = re.compile(r"^(?P<stem>.*?)(?P<stride>[1-9][0-9]*s)$")
+_STATE = re.compile(r"_iter_(\d+)\.solverstate(\.h5)?$")
 
 
 def parse_stages(text: str) -> list[str]:
@@ -69,6 +70,23 @@ def stage_solvers(model: str | os.PathLike, stages: Sequence[str]) -> list[Path]
     for path in solvers:
         read_solver_files(path)
     return solvers
+
+
+def latest_state(solver: Path) -> Path | None:
+    """The solver's snapshot state (Caffe's <prefix>_iter_N.solverstate[.h5]) with the highest
+    iteration N, None when there is none."""
+    prefix = read_solver_files(solver).snapshot_prefix
+    found = [(int(m[1]), p) for p in prefix.parent.glob(f"{prefix.name}_iter_*.solverstate*")
+             if (m := _STATE.search(p.name)) and p.name[:m.start()] == prefix.name]
+    return max(found)[1] if found else None
+
+
+def iteration_of(state: Path) -> int:
+    """N of a <prefix>_iter_N.solverstate[.h5] file."""
+    found = _STATE.search(state.name)
+    if found is None:
+        raise FcnkitError(f"{state}: not a snapshot state name (<prefix>_iter_N.solverstate)")
+    return int(found[1])
 
 
 def stage_init(previous: Path, solver: Path, name: str) -> Path:

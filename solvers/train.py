@@ -74,6 +74,13 @@ class MetricsLog:
         self.lines.append(json.dumps(record, sort_keys=False))
         write_text_atomic(self.path, "\n".join(self.lines) + "\n")
 
+    def keep_until(self, it: int | None) -> None:
+        """Forget the records of other runs (from the next write on): all of them for a run
+        from scratch (it None), those past iteration `it` for a resume from there (they were
+        logged by a run that stopped without a snapshot after them)."""
+        self.lines = [] if it is None else [
+            line for line in self.lines if json.loads(line).get("iter", 0) <= it]
+
 
 @contextlib.contextmanager
 def run_in(folder: Path) -> Iterator[None]:
@@ -202,6 +209,7 @@ def _train(files: SolverFiles, module: ModuleType, weights: Path | None, resume:
             check_learnable(solver.net, files.train_net, str(files.path),
                             weights and str(weights))
     start = int(solver.iter)
+    log.keep_until(start if resume is not None else None)
     todo = max(param.max_iter - start, 0) if iters is None else iters
     end = start + todo
     test_heads = heads(files.test_net) if files.test_net is not None else []

@@ -1,0 +1,103 @@
+"""Tiled inference: windows placed by netgen.field's reach of `score` give the whole-image
+scores; the reach itself is checked against the net by perturbing one input pixel."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from netgen.errors import FcnkitError
+from netgen.field import reach
+from netgen.schema import read_net
+from netgen.writer import generate
+from solvers.data.readers import to_caffe_input
+from solvers.engine import Net
+from solvers.predict import Predictor
+from solvers.tiles import spans
+from surgery.interp import bilinear_weights
+
+from solve_helpers import one_thread
+
+MEAN = (104.0, 117.0, 123.0)
+
+
+@pytest.fixture(scope="module")
+def fcn8s(tmp_path_factory):
+    """A width-1/16 FCN-8s deploy net (6 classes) with random weights."""
+    folder = tmp_path_factory.mktemp("tiles")
+    deploy = generate("synthetic-fcn8s", folder / "models", width=1 / 16) / "deploy.prototxt"
+    net = Net(str(deploy), "TEST")
+    rng = np.random.default_rng(0)
+    for name, params in net.params.items():
+        w = params[0]
+        w.data = (bilinear_weights(w.shape, 1, name) if name.startswith("upscore") else
+                  rng.normal(0, np.sqrt(2 / np.prod(w.shape[1:])), w.shape))
+        for b in params[1:]:
+            b.data = rng.normal(0, 0.1, b.shape)
+    weights = folder / "tiny.caffemodel"
+    net.save(weights)
+    return deploy, weights
+
+
+def test_reach_of_the_reference_nets():
+    """FCN's pad 100 and crops place every score pixel's input interval; windows align on the
+    stride-32 grid of pool5."""
+    r = reach(read_net("models/voc-fcn8s/deploy.prototxt"), "data", "score")
+    assert (r.scale, r.before, r.after, r.period) == ((1, 1), (245, 245), (245, 245), (32, 32))
+    pool5 = reach(read_net("models/voc-fcn32s/deploy.prototxt"), "data", "pool5")
+    assert (pool5.scale, pool5.lo, pool5.hi) == ((32, 32), (-189, -189), (22, 22))
+    assert reach(read_net("models/voc-fcn32s/deploy.prototxt"), "data", "score").before == (
+        233, 233)
+
+
+def test_reach_bounds_what_a_pixel_changes(fcn8s):
+    """Changing input row x changes exactly score rows within [x - after, x + before]; the
+    bound is tight to within the period."""
+    deploy, weights = fcn8s
+    r = reach(read_net(deploy), "data", "score")
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 50, (3, 640, 24)).astype(np.float32)
+    with one_thread():
+        p = Predictor(deploy, weights)
+        base = p.scores(x)
+        x[:, 320, :] += 500
+        changed = np.flatnonzero(np.abs(p.scores(x) - base).max(axis=(0, 2)) > 0)
+    assert 320 - r.after[0] <= changed[0] < 320 - r.after[0] + r.period[0]
+    assert 320 + r.before[0] - r.period[0] < changed[-1] <= 320 + r.before[0]
+
+
+@pytest.mark.parametrize("shape", [(760, 96), (96, 760)])
+def test_tiled_labels_equal_whole_image_labels(fcn8s, shape):
+    """Windows of at most 700 pixels (4 along the long side) stitch to the whole-image score:
+    same argmax everywhere, scores equal to float rounding."""
+    deploy, weights = fcn8s
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    rgb[:, :, 1] = np.linspace(0, 255, shape[0])[:, None]  # structure across the seams
+    with one_thread():
+        p = Predictor(deploy, weights)
+        assert len(p.tiler.tiles(*shape, 700)) == 4
+        chw = to_caffe_input(rgb, MEAN)
+        whole = p.scores(chw)
+        tiled = p.tiler.scores(p.scores, chw, 700)
+        labels = p.labels(rgb, MEAN, tile=700)
+    np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-5 * np.abs(whole).max())
+    np.testing.assert_array_equal(labels, whole.argmax(0))
+    np.testing.assert_array_equal(tiled.argmax(0), whole.argmax(0))
+    assert p.num_classes == 6
+
+
+def test_spans_cover_the_axis_with_aligned_windows_within_the_tile():
+    for size, tile in ((1000, 600), (3000, 1024), (5000, 2000), (600, 600)):
+        parts = spans(size, tile, 245, 245, 32)
+        assert parts[0].keep == 0 and parts[-1].keep_stop == size
+        for a, b in zip(parts, parts[1:]):
+            assert a.keep_stop == b.keep
+        for s in parts:
+            assert s.stop - s.start <= tile and s.start % 32 == 0
+            assert s.start == 0 or s.keep - s.start >= 245
+            assert s.stop == size or s.stop - s.keep_stop >= 245
+
+
+def test_a_tile_too_small_for_the_net_is_refused():
+    with pytest.raises(FcnkitError, match="--tile 500: too small.*at least 533"):
+        spans(1000, 500, 245, 245, 32)
