@@ -229,10 +229,19 @@ def _export(args) -> None:
     from .export_onnx import OPSET, export_file, preprocessing_from_args
 
     check_writable(args.output)
+    preprocessing = preprocessing_from_args(args.mean, args.channel_order, args.input_scale)
+    if args.output.endswith(".py"):
+        from . import export_torch
+
+        if args.size or args.argmax or args.fp16:
+            raise FcnkitError("--size, --argmax and --fp16 apply to ONNX exports (OUT.onnx)")
+        source, state = export_torch.export_file(args.deploy, args.weights, args.output,
+                                                 preprocessing)
+        print(f"wrote {source} (torch.nn.Module, any input size) and {state} (state_dict); "
+              f"use: import {source.stem}; net = {source.stem}.load()")
+        return
     result = export_file(args.deploy, args.weights, args.output, size=args.size,
-                         argmax=args.argmax, fp16=args.fp16,
-                         preprocessing=preprocessing_from_args(args.mean, args.channel_order,
-                                                               args.input_scale))
+                         argmax=args.argmax, fp16=args.fp16, preprocessing=preprocessing)
     for line in result.warnings:
         print(f"warning: {line}", file=sys.stderr)
     dims = "N x C x H x W, N H W dynamic" if args.size is None else \
@@ -247,6 +256,8 @@ ceil-mode pooling with Caffe's pad clip and AVE divisor, grouped Deconvolution, 
 Opset 17. N, H, W are dynamic unless --size fixes them (OpenCV 4.x's ONNX importer needs
 fixed sizes; onnxruntime and TensorRT take the dynamic file). Preprocessing is recorded as
 model metadata (fcnkit.preprocessing: channel order, mean, scale per input).
+An OUT ending in .py writes a plain PyTorch module instead: OUT.py (torch code, any input
+size, no fcnkit needed) and OUT.pt (its state_dict).
 
 examples:
   python -m surgery export models/voc-fcn8s/deploy.prototxt fcn8s.caffemodel fcn8s.onnx
@@ -254,7 +265,8 @@ examples:
       --size 500x500 --argmax
   python -m surgery export models/nyud-fcn32s-color-hha/deploy.prototxt w.caffemodel nyud.onnx \\
       --mean color=116.190,97.203,92.318 --mean hha=132.431,94.076,118.477 \\
-      --channel-order hha=as-is"""
+      --channel-order hha=as-is
+  python -m surgery export models/voc-fcn8s/deploy.prototxt fcn8s.caffemodel fcn8s.py"""
 
 
 def _add_format(p: argparse.ArgumentParser) -> None:
@@ -368,12 +380,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format(p)
     p.set_defaults(run=_stage_init)
 
-    p = sub.add_parser("export", help="deploy net + weights -> ONNX (dynamic size)",
+    p = sub.add_parser("export", help="deploy net + weights -> ONNX (dynamic size) or PyTorch",
                        description=EXPORT_EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("deploy", metavar="DEPLOY", help="deploy.prototxt (Input layers)")
     p.add_argument("weights", metavar="WEIGHTS", help=".caffemodel or .caffemodel.h5")
-    p.add_argument("output", metavar="OUT", help=".onnx file to write")
+    p.add_argument("output", metavar="OUT",
+                   help=".onnx file to write (or .py: a PyTorch module, with its .pt)")
     p.add_argument("--size", type=size_arg, metavar="HxW",
                    help="fix the input height x width (and N to the prototxt's) instead of "
                         "dynamic N, H, W")

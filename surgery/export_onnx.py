@@ -292,8 +292,9 @@ def _pooling(ex: Exporter, lp, impl, x, params):
     padded = g.op("Pad", [b.name, g.ints(pads, f"{lp.name}_pads"), g.scalar(f"{lp.name}_fill", fill)],
                   f"{lp.name}_padded", mode="constant")
     attrs = dict(kernel_shape=list(k), strides=list(s))
-    if impl.method == "MAX":
-        return [g.op("MaxPool", [padded], lp.top[0], **attrs)]
+    if impl.method == "MAX":   # a window wholly past the input (k < s) gives Caffe's -FLT_MAX
+        y = g.op("MaxPool", [padded], f"{lp.name}_max", **attrs)
+        return [g.op("Max", [y, g.scalar("neg_flt_max", -FLT_MAX)], lp.top[0])]
     sums = g.op("Mul", [g.op("AveragePool", [padded], f"{lp.name}_mean", **attrs),
                         g.scalar(f"{lp.name}_area", float(k[0] * k[1]))], f"{lp.name}_sum")
     # divisor per output index: min(start + k, in + p) - start, start = i*s - p (Caffe)

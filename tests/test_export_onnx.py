@@ -272,3 +272,73 @@ def test_infer_onnxruntime_backend_matches_torch(tmp_path, capsys):
                     "--backend", "onnxruntime", "--quiet"])
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "exported for 40x56 inputs only" in err
+
+
+# ---- PyTorch export: generated torch.nn.Module + state_dict (surgery.export_torch)
+
+def import_generated(path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"generated_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# every layer family of the deploy set: crops at stride 8/16/32, at-once's fixed Scale layers,
+# AlexNet's LRN and grouped convolutions, two inputs (early and late fusion), two heads
+@pytest.mark.parametrize("name", ["voc-fcn8s-atonce", "voc-fcn-alexnet", "nyud-fcn32s-color-hha",
+                                  "nyud-fcn32s-color-d", "siftflow-fcn16s"])
+def test_torch_module_matches_engine(tmp_path, name):
+    deploy, weights = deploy_with_weights(name, tmp_path)
+    net = Net(deploy, "TEST", weights=weights)
+    assert surgery_main(["export", str(deploy), str(weights), str(tmp_path / "fcn.py")]) == 0
+    module = import_generated(tmp_path / "fcn.py")
+    model = module.load()
+    assert isinstance(model, torch.nn.Module) and module.OUTPUTS == tuple(net.outputs)
+    rng = np.random.default_rng(6)
+    for h, w in SIZES:
+        feeds = {top: rng.standard_normal((1, net.blobs[top].shape[1], h, w)).astype(np.float32)
+                 for top in module.INPUTS}
+        ref = {k: v.copy() for k, v in net.forward(**feeds).items()}
+        with torch.no_grad():
+            out = model(*(torch.from_numpy(feeds[t]) for t in module.INPUTS))
+        out = out if isinstance(out, tuple) else (out,)
+        assert_scores_match({k: v.numpy() for k, v in zip(module.OUTPUTS, out)}, ref, (name, h, w))
+
+
+@pytest.mark.parametrize("name", [*ZOO, "pools"])
+def test_torch_module_layer_zoo(tmp_path, name):
+    from surgery.export_torch import export_file as export_torch
+
+    text, shapes = (POOLS, POOL_SIZES) if name == "pools" else ZOO[name]
+    net, proto, model_file, _ = engine_and_export(text, tmp_path)
+    export_torch(proto, model_file, tmp_path / "zoo.py")
+    module = import_generated(tmp_path / "zoo.py")
+    model = module.load()
+    rng = np.random.default_rng(7)
+    for shape in shapes:
+        x = rng.normal(size=shape).astype(np.float32)
+        ref = {k: v.copy() for k, v in net.forward(data=x).items()}
+        with torch.no_grad():
+            out = model(torch.from_numpy(x))
+        out = out if isinstance(out, tuple) else (out,)
+        for blob, got in zip(module.OUTPUTS, out):
+            nan = np.isnan(ref[blob])
+            assert got.shape == ref[blob].shape and (np.isnan(got.numpy()) == nan).all()
+            assert rel_error(got.numpy()[~nan], ref[blob][~nan]) < 1e-4, (name, shape, blob)
+
+
+def test_torch_module_runs_without_fcnkit(tmp_path):
+    """The generated file imports torch only: load and run it with fcnkit's packages blocked."""
+    import subprocess
+    import sys
+
+    deploy, weights = deploy_with_weights("voc-fcn32s", tmp_path)
+    assert surgery_main(["export", str(deploy), str(weights), str(tmp_path / "fcn32s.py")]) == 0
+    code = ("import sys\nfor m in ('netgen', 'solvers', 'surgery'): sys.modules[m] = None\n"
+            "import torch, fcn32s\nprint(tuple(fcn32s.load()(torch.zeros(1, 3, 19, 23)).shape))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(1, 21, 19, 23)"
