@@ -41,12 +41,15 @@ FACTS = {
     "top[-3]": (RAISES, "IndexError"),
     "top['0']": (RAISES, "TypeError"),        # "Invalid index type"
     "top[1.0]": (RAISES, "TypeError"),
+    "top[np.int64(0)]": (RAISES, "TypeError"),   # only a Python int converts (PyLong_Check)
     "len(top[0:1])": (OK, 1),                 # a slice is a new RawBlobVec
     "len(top[5:])": (OK, 0),                  # slice bounds are clipped
     "top[::1]": (RAISES, "IndexError"),       # "slice step size not supported."
     "top[0] in top": (OK, True),              # the same Blob pointer
     "bottom[0] in top": (OK, False),
     "5 in top": (OK, False),
+    "None in top": (OK, False),
+    "reversed(top)": (OK, [True, True]),      # len + indexing: the sequence protocol
     "for t in top": (RAISES, "TypeError"),    # no to_python (by-value) converter for Blob<float>*
     "for b in bottom": (RAISES, "TypeError"),
     "list(top)": (RAISES, "TypeError"),
@@ -56,6 +59,7 @@ FACTS = {
     "top + top": (RAISES, "TypeError"),
     "copy.append(blob)": (OK, 3),
     "copy.append(5)": (RAISES, "TypeError"),  # "Attempting to append an invalid type"
+    "copy.append(None)": (OK, 3),             # None converts to a NULL Blob*
     "copy.extend([5])": (RAISES, "TypeError"),
     "del copy[0]": (OK, 1),
     "copy[0] = 5": (RAISES, "TypeError"),     # "Invalid assignment"
@@ -65,6 +69,7 @@ FACTS = {
     "top[1].reshape(2, 3)": (OK, (2, 3)),
     "top[1].reshape(2.0)": (RAISES, "TypeError"),    # each dimension is extract<int>
     "top[1].reshape((2, 3))": (RAISES, "TypeError"),
+    "top[1].reshape(np.int64(2))": (RAISES, "TypeError"),
     "top[1].reshape(n=2)": (RAISES, "RuntimeError"),  # "Blob.reshape takes no kwargs"
     "shape == (2, 3)": (OK, False),           # shape is an IntVec, not a tuple
     "tuple(shape)": (OK, (2, 3)),

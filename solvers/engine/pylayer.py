@@ -12,8 +12,9 @@ bottom and top are `RawBlobVec`: vector_indexing_suite over `vector<Blob<float>*
 a fresh copy of the vector. What it allows, mirrored here:
   - len(top); top[i], negative i counting from the end (IndexError "Index out of range"; a
     non-int index: TypeError "Invalid index type"); top[a:b] a new RawBlobVec (a slice step:
-    IndexError "slice step size not supported."); `blob in top` (the same blob);
-    append/extend/assignment/del (they change only the layer's copy: Caffe never sees them).
+    IndexError "slice step size not supported."); `blob in top` (the same blob); reversed(top);
+    append/extend/assignment/del of blobs or None (a NULL pointer) (they change only the
+    layer's copy: Caffe never sees them; anything else: TypeError).
   - iterating (for, zip, list, unpacking) raises TypeError "No to_python (by-value) converter
     found for C++ type: caffe::Blob<float>*" at the first element (an empty vector iterates).
 propagate_down is a BoolVec (indexable and iterable). A blob (`PyBlob`) has .data and .diff
@@ -201,11 +202,11 @@ class RawBlobVec(_Vector):
 
     @staticmethod
     def _accepts(value: Any) -> bool:
-        return isinstance(value, PyBlob)
+        return value is None or isinstance(value, PyBlob)   # None converts to a NULL Blob*
 
     @staticmethod
-    def _same(a: "PyBlob", b: "PyBlob") -> bool:
-        return a._blob is b._blob   # pointer equality
+    def _same(a: "PyBlob | None", b: "PyBlob | None") -> bool:
+        return getattr(a, "_blob", None) is getattr(b, "_blob", None)   # pointer equality
 
     def _by_value(self, item: Any) -> Any:
         raise TypeError("No to_python (by-value) converter found for C++ type: caffe::Blob<float>* "
