@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from netgen.errors import FcnkitError, cli_entry
@@ -72,7 +71,7 @@ def parse_mean(text: str) -> tuple[float, float, float]:
 
 def find_images(items: list[str]) -> list[Path]:
     """Image files named or inside the named folders (not recursive), each checked to open."""
-    from solvers.data.readers import IMAGE_ERRORS, check_pixels
+    from solvers.data.readers import image_header
 
     found: list[Path] = []
     for item in items:
@@ -92,12 +91,8 @@ def find_images(items: list[str]) -> list[Path]:
         if path.stem in stems:
             raise FcnkitError(f"{path} and {stems[path.stem]} would both write {path.stem}.png")
         stems[path.stem] = path
-        try:  # the header and its size (MAX_PIXELS) now, the pixels when segmented
-            with Image.open(path) as im:
-                check_pixels(path, im.size)
-                im.verify()
-        except IMAGE_ERRORS as e:
-            raise FcnkitError(f"{path}: not a readable image ({e})") from None
+        with image_header(path) as im:  # header and size (MAX_PIXELS) now, pixels when used
+            im.verify()
     return found
 
 
