@@ -10,7 +10,8 @@ BGR minus the dataset mean; NYUD HHA: unflipped minus the HHA mean; depth: log d
 
 For each image X: out/X.png holds the class indices (palette PNG, opens as a picture) and
 out/X_overlay.png the classes blended over the image with a legend of the classes present.
-Backends: torch (fcnkit's engine), caffe (pycaffe), opencv (cv2.dnn.readNetFromCaffe).
+Backends: torch (fcnkit's engine), caffe (pycaffe), opencv (cv2.dnn.readNetFromCaffe),
+onnxruntime (WEIGHTS an .onnx from `python -m surgery export`, or a caffemodel exported on the fly).
 """
 from __future__ import annotations
 
