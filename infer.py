@@ -25,6 +25,7 @@ from netgen.errors import FcnkitError, cli_entry
 from netgen.presets import VOC_MEAN
 from solvers.cliargs import Parser, non_negative, positive, use_threads
 
+TILE = 2048  # infer.py --tile default: larger images go window by window (solvers.tiles)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
 
@@ -56,6 +57,10 @@ def build_parser() -> Parser:
                     "differ from float32 on ~0.1%% of pixels (README, Speed)")
     ap.add_argument("--threads", type=positive, help="torch/OpenCV CPU threads (default: what "
                     "torch picks, one per core)")
+    ap.add_argument("--tile", type=non_negative, default=TILE, help="images with a side over "
+                    "this many pixels go through the net in overlapping windows of at most "
+                    "TILE x TILE, stitched to the same labels, so memory stays bounded; 0: "
+                    f"never (default {TILE})")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
 
@@ -142,7 +147,7 @@ def input_images(plan, images: list[str], inputs: list[str]) -> list[dict[str, P
 
 
 def segment(predictor, images: list[dict[str, Path]], out: Path, plan, classes: str | None,
-            alpha: float, progress: bool = True) -> list[Path]:
+            alpha: float, progress: bool = True, tile: int | None = None) -> list[Path]:
     """Write <stem>.png (labels) and <stem>_overlay.png for every image; returns the label files.
 
     The output folder is created once the first image went through the net and the legend
@@ -155,7 +160,7 @@ def segment(predictor, images: list[dict[str, Path]], out: Path, plan, classes: 
     for item in tqdm(images, desc="infer", unit="img", disable=not progress):
         path = next(iter(item.values()))  # the first input's image names the outputs
         rgb, feeds = plan.load(item)
-        label = predictor.labels_of(feeds, rgb.shape[:2])
+        label = predictor.labels_of(feeds, rgb.shape[:2], tile)
         if not written:
             names = class_list(classes, predictor.num_classes, predictor.deploy)
             out.mkdir(parents=True, exist_ok=True)
@@ -188,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     predictor = Predictor(deploy, a.weights, a.backend, a.gpu, a.output, amp=a.amp)
     if not a.quiet:
         print(f"inputs: {plan.describe()} (from {plan.source})")
-    written = segment(predictor, images, out, plan, a.classes, a.alpha, not a.quiet)
+    written = segment(predictor, images, out, plan, a.classes, a.alpha, not a.quiet, a.tile)
     print(f"wrote {len(written)} label maps and overlays to {out}")
     return 0
 
