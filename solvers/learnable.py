@@ -93,7 +93,8 @@ class FlatLossWatch:
     def _per_pixel(self, net: Any, layer: caffe_pb2.LayerParameter) -> tuple[float, int]:
         score, label = (np.asarray(net.blobs[b].data) for b in layer.bottom[:2])
         lp = layer.loss_param
-        counted = label != lp.ignore_label if lp.HasField("ignore_label") else np.ones_like(label, bool)
+        counted = (label != lp.ignore_label if lp.HasField("ignore_label")
+                   else np.ones_like(label, bool))
         n_counted = int(counted.sum())
         norm = {FULL: label.size, BATCH_SIZE: score.shape[0], NONE: 1}.get(
             normalization_mode(lp), n_counted)

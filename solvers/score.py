@@ -26,6 +26,7 @@ from netgen.errors import FcnkitError, cli_entry
 from netgen.fileio import atomic_write, write_text_atomic
 from solvers.cliargs import Parser
 from solvers.data.classes import CLASS_NAMES, class_names
+from solvers.data.labels import out_of_range, score_warnings, warn
 from solvers.data.readers import read_index_png
 
 VOID = 255
@@ -214,6 +215,8 @@ def _unmatched(names: set[str], where: Path) -> str:
 def score_dirs(pred_dir: str | Path, gt_dir: str | Path, n_classes: int,
                ignore_label: int | None = VOID) -> np.ndarray:
     """Confusion histogram of every PRED_DIR/x.png against GT_DIR/x.png (index PNGs).
+    Ground truth labels outside 0..n_classes-1 (not ignored) are counted and reported on
+    stderr, never scored as a class; so are classes the ground truth never holds.
 
     Every prediction needs its ground truth; the ground truth folder may hold more files (VOC's
     SegmentationClass holds every split). Each pair must have the same size.
@@ -225,6 +228,7 @@ def score_dirs(pred_dir: str | Path, gt_dir: str | Path, n_classes: int,
         raise FcnkitError(f"unmatched files: {_unmatched(only, pred_dir)} (no ground truth "
                           f"in {gt_dir})")
     hist = np.zeros((n_classes, n_classes), dtype=np.int64)
+    unscored: dict[str, int] = {}  # ground truth file -> pixels outside the classes, not ignored
     for stem in tqdm(sorted(preds), desc="scoring", unit="img", disable=None):
         gt = read_index_png(gts[stem], "ground truth")
         pred = read_index_png(preds[stem], "prediction")
@@ -235,6 +239,12 @@ def score_dirs(pred_dir: str | Path, gt_dir: str | Path, n_classes: int,
             hist += fast_hist(gt, pred, n_classes, ignore_label)
         except FcnkitError as e:
             raise FcnkitError(f"{preds[stem]}: {e}") from None
+        bad = int(out_of_range(gt, n_classes, ignore_label).sum())
+        if bad:
+            unscored[str(gts[stem])] = bad
+    where = f"ground truth {gt_dir}" + (f" (e.g. {next(iter(unscored))})" if unscored else "")
+    for message in score_warnings(hist, where, sum(unscored.values())):
+        warn(message)
     return hist
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .data.base import SegDataset
+from .data.labels import out_of_range
 from .progress import bar as progress_bar
 from .score import fast_hist, metrics
 from .solver_files import Head
@@ -45,9 +46,11 @@ def seg_test(net: Any, test_heads: list[Head], n_iter: int, loss: list[tuple[str
     val_passes); confusion-histogram metrics per head.
 
     Each head's result: pixel_acc, mean_acc, mean_iu, fw_iu, per_class_iu, per_class_acc,
-    n_pixels, and loss (mean per pass of the net's objective).
+    n_pixels, loss (mean per pass of the net's objective), hist (the confusion histogram)
+    and out_of_range (label pixels outside 0..n-1 and not void 255, which are not scored).
     """
     hists: dict[Head, np.ndarray] = {}
+    unscored: dict[Head, int] = {}  # labels outside 0..n-1 and not void: fast_hist skips them
     total = 0.0
     passes, done = n_iter, 0
     with progress_bar(total=n_iter, desc="test", unit="batch", leave=False,
@@ -65,11 +68,14 @@ def seg_test(net: Any, test_heads: list[Head], n_iter: int, loss: list[tuple[str
                 n = score.shape[1]
                 if head not in hists:
                     hists[head] = np.zeros((n, n), dtype=np.int64)
-                hists[head] += fast_hist(net.blobs[head.label].data, score.argmax(1)[:, None], n)
+                label = net.blobs[head.label].data
+                hists[head] += fast_hist(label, score.argmax(1)[:, None], n)
+                unscored[head] = unscored.get(head, 0) + int(out_of_range(label, n).sum())
     out = {}
     for head, hist in hists.items():
         m = metrics(hist)
         m["loss"] = total / max(done, 1)
+        m["hist"], m["out_of_range"] = hist, unscored[head]
         out[head.score] = m
     return out
 

@@ -35,6 +35,7 @@ from netgen.fileio import write_text_atomic
 from . import backends
 from .engine.lr_policy import learning_rate
 from .init_weights import init_weights
+from .data.labels import check_net_labels, score_warnings, warn
 from .learnable import FlatLossWatch, check_learnable
 from .progress import bar as progress_bar
 from .seg_test import scores_record, seg_test
@@ -208,6 +209,9 @@ def _train(files: SolverFiles, module: ModuleType, weights: Path | None, resume:
         if not allow_zero_init:
             check_learnable(solver.net, files.train_net, str(files.path),
                             weights and str(weights))
+    for message in check_net_labels(solver.net, files.train_net, str(files.path)):
+        if root:
+            warn(message)
     start = int(solver.iter)
     log.keep_until(start if resume is not None else None)
     todo = max(param.max_iter - start, 0) if iters is None else iters
@@ -228,8 +232,10 @@ def _train(files: SolverFiles, module: ModuleType, weights: Path | None, resume:
         """Whether the solver itself wrote a snapshot at iteration `it` (its interval)."""
         return bool(param.snapshot) and it > start and it % param.snapshot == 0
 
+    tested = False
+
     def run_test(it: int) -> None:
-        nonlocal scores
+        nonlocal scores, tested
         try:
             scores = seg_test(test_net, test_heads, param.test_iter[0], test_loss, progress)
         except FcnkitError:  # a bad val file must not cost the training done so far
@@ -237,10 +243,15 @@ def _train(files: SolverFiles, module: ModuleType, weights: Path | None, resume:
                 solver.snapshot()
             raise
         for head, m in scores.items():
+            if not tested:  # the val ground truth is the same at every test: say it once
+                for message in score_warnings(m["hist"], f"{files.test_net.name or 'val'} "
+                                              f"net, head {head!r}", m["out_of_range"]):
+                    warn(message)
             write({**scores_record(base, head, m), "iter": it, "elapsed_s": elapsed()})
             tqdm.write(f"[{stage or files.path.parent.name}] iter {it} {head}: "
                        f"mean IU {100 * m['mean_iu']:.2f}  pixel acc {100 * m['pixel_acc']:.2f}"
                        f"  mean acc {100 * m['mean_acc']:.2f}  fw IU {100 * m['fw_iu']:.2f}")
+        tested = True
 
     seed_iteration = getattr(module, "seed_iteration", None)
     write = log.write if root else (lambda record: None)

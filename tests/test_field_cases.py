@@ -211,3 +211,73 @@ def test_color_depth_net_reads_depth_as_the_nyud_layer(tmp_path):
     Image.fromarray(np.zeros((3, 2, 3), np.uint8)).save(tmp_path / "c.png")
     with pytest.raises(FcnkitError, match="inputs differ in size"):
         plan.load({"color": tmp_path / "c.png", "depth": tmp_path / "d.png"})
+
+
+# ---- case 3 (and 2, data side): binary masks stored as 0/255, labels out of range ----
+
+def _mask_model(folder: Path, label_map: dict | None = None) -> Path:
+    """voc-fcn32s with 2 classes, scratch recipe, width 1/64, on the field case's VOC-layout
+    0/255 masks (4 train, 2 val images)."""
+    data = {"label_map": label_map} if label_map else {}
+    return generate("voc-fcn32s", folder, 2, 0.015625, recipe="scratch",
+                    voc_dir=str(CASES / "binary-masks-0-255"), train_params=data,
+                    val_params=data) / "solver.prototxt"
+
+
+def test_binary_masks_0_255_warn_at_load_and_at_scoring(tmp_path, capsys):
+    r = train(_mask_model(tmp_path), iters=1, progress=False, backend="torch")
+    err = capsys.readouterr().err
+    assert "VOCSegDataLayer (split 'train') 'label': the 4 label maps read hold only class 0 " \
+           "and void 255" in err
+    assert "{'label_map': {255: 1}}" in err
+    assert "head 'score': the scored ground truth labels hold only class 0 and void 255" in err
+    assert r.scores["score"]["per_class_iu"][1] != r.scores["score"]["per_class_iu"][1]  # NaN
+
+
+def test_label_map_255_to_1_makes_the_masks_two_classes(tmp_path, capsys):
+    r = train(_mask_model(tmp_path, {255: 1}), iters=1, progress=False, backend="torch")
+    assert "warning" not in capsys.readouterr().err
+    assert r.scores["score"]["n_pixels"] == 2 * 48 * 40  # val im4, im5: every pixel, none void
+
+
+def test_data_layer_refuses_out_of_range_labels(tmp_path):
+    """A label value that is neither a class nor void is an error naming the file (never
+    clamped); many distinct values are named as a colour-coded label image."""
+    import shutil
+
+    from solvers.data.pascal import VOCSegDataset
+
+    voc = tmp_path / "voc"
+    shutil.copytree(CASES / "binary-masks-0-255", voc)
+    label = np.array(Image.open(voc / "SegmentationClass" / "im2.png"))
+    label[:4, :4] = 30
+    Image.fromarray(label).save(voc / "SegmentationClass" / "im2.png")
+    ds = VOCSegDataset({"voc_dir": str(voc), "split": "train"})
+    with pytest.raises(FcnkitError, match=r"item 'im2' of split 'train': label .*im2.png: "
+                                          r"value\(s\) 30 in 16 pixels, outside 0..20"):
+        ds.load(2)
+    with pytest.raises(FcnkitError, match="item 'im2'"):
+        ds.survey_labels()  # at data layer setup, before any training
+    label[:4, :8] = np.arange(38, 70, 1)[:32].reshape(4, 8)
+    Image.fromarray(label).save(voc / "SegmentationClass" / "im2.png")
+    with pytest.raises(FcnkitError, match="look like a colour-coded label image"):
+        ds.load(2)
+    mapped = VOCSegDataset({"voc_dir": str(voc), "split": "val", "label_map": {255: 1}})
+    assert set(np.unique(mapped.load(0)["label"])) == {0, 1}
+    with pytest.raises(FcnkitError, match="label_map"):
+        VOCSegDataset({"voc_dir": str(voc), "split": "val", "label_map": {256: 1}})
+
+
+def test_score_counts_out_of_range_ground_truth(tmp_path, capsys):
+    """solvers.score leaves labels outside the classes unscored, and says how many."""
+    from solvers.score import score_dirs
+
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir(), pred.mkdir()
+    Image.fromarray(np.array([[0, 1, 7, 255]], np.uint8)).save(gt / "a.png")
+    Image.fromarray(np.array([[0, 1, 1, 1]], np.uint8)).save(pred / "a.png")
+    hist = score_dirs(pred, gt, 3)
+    assert hist.sum() == 2
+    err = capsys.readouterr().err
+    assert "1 ground truth pixels hold labels outside 0..2 and not void 255" in err
+    assert "class(es) 2 of 0..2 never occur in the scored ground truth labels" in err

@@ -18,6 +18,7 @@ from netgen.presets import VOC_MEAN  # noqa: F401  (the VOC layers' default; re-
 
 from . import params as P
 from .augment import IMAGE, LABEL, Augment
+from .labels import LabelSurvey, check_range, label_map, remap
 from .modality import Modality, color
 
 COMMON_PARAMS: dict[str, P.Param] = {
@@ -29,6 +30,8 @@ COMMON_PARAMS: dict[str, P.Param] = {
     "scale": P.Param(P.scale, None, "random rescale factor range (low, high)"),
     "crop_size": P.Param(P.optional(P.size), None, "random crop (H, W), padding if smaller"),
     "batch_size": P.Param(P.batch_size, 1, "items per forward"),
+    "label_map": P.Param(P.optional(label_map), None, "raw label value -> class, applied "
+                         "before the range check, e.g. {255: 1} for masks saved as 0/255"),
 }
 
 
@@ -73,6 +76,7 @@ class SegDataset:
     MEAN: tuple[float, ...] | None = VOC_MEAN
     TOP_KINDS: dict[str, str] = {"data": IMAGE, "label": LABEL}
     N_CLASSES: int = 0
+    SURVEY_ITEMS = 200  # label maps read when a data layer is set up (survey_labels)
 
     def __init__(self, params: dict[str, Any] | None = None, *, layer: str | None = None,
                  base_dir: str | Path | None = None, **kwargs: Any) -> None:
@@ -173,7 +177,7 @@ class SegDataset:
         first: tuple[str, Path] | None = None
         for top in self.tops:
             try:
-                arr = getattr(self, f"read_{top}")(files[top])
+                arr = self.read_top(top, files[top])
             except FcnkitError as e:
                 raise FcnkitError(f"{self.layer}: item '{self.ids[i]}' of split "
                                   f"'{self.split}': {e}") from None
@@ -186,6 +190,37 @@ class SegDataset:
                     f"but {first[0]} {first[1]} is {w0}x{h0} (width x height)")
             out[top] = arr
         return out
+
+    def read_top(self, top: str, path: Path) -> np.ndarray:
+        """One top of an item, read from `path`; a label top is remapped by `label_map` and
+        must hold classes 0..classes_of(top)-1 or void 255 (FcnkitError naming the file)."""
+        arr = getattr(self, f"read_{top}")(path)
+        if self.kinds[top] == LABEL and self.classes_of(top) > 0:
+            arr = remap(arr, self.params.get("label_map"))
+            check_range(arr, self.classes_of(top), path)
+        return arr
+
+    def classes_of(self, top: str) -> int:
+        """Classes of label top `top`, void excluded (n_classes; SIFT Flow's geo has 3)."""
+        return self.n_classes
+
+    def survey_labels(self) -> LabelSurvey:
+        """Label values present in the split, read and checked as training reads them: every
+        label map of a split of up to SURVEY_ITEMS items, else that many evenly spaced. A bad
+        label file fails here, when the layer is set up, not hours into a run."""
+        tops = [t for t in self.tops if self.kinds[t] == LABEL]
+        n = min(len(self), self.SURVEY_ITEMS) if tops else 0
+        survey = LabelSurvey(f"{self.layer} (split '{self.split}')", n, n == len(self))
+        for i in np.linspace(0, len(self) - 1, n).round().astype(int) if n else ():
+            files = self.files(int(i))
+            for top in tops:
+                try:
+                    values = np.unique(self.read_top(top, files[top]))
+                except FcnkitError as e:
+                    raise FcnkitError(f"{self.layer}: item '{self.ids[i]}' of split "
+                                      f"'{self.split}': {e}") from None
+                survey.present.setdefault(top, set()).update(int(v) for v in values)
+        return survey
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         """Item i's tops (CxHxW each), with the configured augmentation drawn afresh."""

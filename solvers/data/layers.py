@@ -71,6 +71,7 @@ class SegDataLayer(_LayerBase):
         if len(top) != len(tops):
             raise FcnkitError(f"{name}: needs {len(tops)} tops ({', '.join(tops)}), "
                               f"got {len(top)}")
+        self.label_survey = self.dataset.survey_labels()  # bad label files fail here
         self._order = shard(self.dataset.order(), *_process_group())
         self._batch: dict[str, np.ndarray] | None = None
 

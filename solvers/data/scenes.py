@@ -42,6 +42,9 @@ class SIFTFlowSegDataset(SegDataset):
     def read_data(self, path: Path) -> np.ndarray:
         return to_caffe_input(read_rgb(path), self.mean)
 
+    def classes_of(self, top: str) -> int:
+        return 3 if top == "geo" else self.N_CLASSES
+
     def read_sem(self, path: Path) -> np.ndarray:
         return shift_void(read_mat(path, "S"), path, 33)
 

@@ -246,6 +246,7 @@ class SyntheticSegDataset(SegDataset):
     """The same images rendered in memory (no JPEG round trip), item i of `split`."""
 
     LAYER = "SyntheticSegDataLayer"
+    SURVEY_ITEMS = 0  # rendered labels, right by construction: nothing to read at setup
     PARAMS = {
         "split": P.Param(P.string, "train"),
         "n_classes": P.Param(P.positive_int, 5, "object classes (background extra)"),
