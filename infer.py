@@ -10,7 +10,8 @@ BGR minus the dataset mean; NYUD HHA: unflipped minus the HHA mean; depth: log d
 
 For each image X: out/X.png holds the class indices (palette PNG, opens as a picture) and
 out/X_overlay.png the classes blended over the image with a legend of the classes present.
-Backends: torch (fcnkit's engine), caffe (pycaffe), opencv (cv2.dnn.readNetFromCaffe).
+Backends: torch (fcnkit's engine), caffe (pycaffe), opencv (cv2.dnn.readNetFromCaffe),
+onnxruntime (WEIGHTS an .onnx from `python -m surgery export`, or a caffemodel exported on the fly).
 """
 from __future__ import annotations
 
@@ -18,13 +19,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from netgen.errors import FcnkitError, cli_entry
 from netgen.presets import VOC_MEAN
 from solvers.cliargs import Parser, non_negative, positive, use_threads
 
+TILE = 2048  # infer.py --tile default: larger images go window by window (solvers.tiles)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
 
@@ -56,6 +57,10 @@ def build_parser() -> Parser:
                     "differ from float32 on ~0.1%% of pixels (README, Speed)")
     ap.add_argument("--threads", type=positive, help="torch/OpenCV CPU threads (default: what "
                     "torch picks, one per core)")
+    ap.add_argument("--tile", type=non_negative, default=TILE, help="images with a side over "
+                    "this many pixels go through the net in overlapping windows of at most "
+                    "TILE x TILE, stitched to the same labels, so memory stays bounded; 0: "
+                    f"never (default {TILE})")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
 
@@ -72,7 +77,7 @@ def parse_mean(text: str) -> tuple[float, float, float]:
 
 def find_images(items: list[str]) -> list[Path]:
     """Image files named or inside the named folders (not recursive), each checked to open."""
-    from solvers.data.readers import IMAGE_ERRORS, check_pixels
+    from solvers.data.readers import image_header
 
     found: list[Path] = []
     for item in items:
@@ -92,12 +97,8 @@ def find_images(items: list[str]) -> list[Path]:
         if path.stem in stems:
             raise FcnkitError(f"{path} and {stems[path.stem]} would both write {path.stem}.png")
         stems[path.stem] = path
-        try:  # the header and its size (MAX_PIXELS) now, the pixels when segmented
-            with Image.open(path) as im:
-                check_pixels(path, im.size)
-                im.verify()
-        except IMAGE_ERRORS as e:
-            raise FcnkitError(f"{path}: not a readable image ({e})") from None
+        with image_header(path) as im:  # header and size (MAX_PIXELS) now, pixels when used
+            im.verify()
     return found
 
 
@@ -146,7 +147,7 @@ def input_images(plan, images: list[str], inputs: list[str]) -> list[dict[str, P
 
 
 def segment(predictor, images: list[dict[str, Path]], out: Path, plan, classes: str | None,
-            alpha: float, progress: bool = True) -> list[Path]:
+            alpha: float, progress: bool = True, tile: int | None = None) -> list[Path]:
     """Write <stem>.png (labels) and <stem>_overlay.png for every image; returns the label files.
 
     The output folder is created once the first image went through the net and the legend
@@ -159,7 +160,7 @@ def segment(predictor, images: list[dict[str, Path]], out: Path, plan, classes: 
     for item in tqdm(images, desc="infer", unit="img", disable=not progress):
         path = next(iter(item.values()))  # the first input's image names the outputs
         rgb, feeds = plan.load(item)
-        label = predictor.labels_of(feeds, rgb.shape[:2])
+        label = predictor.labels_of(feeds, rgb.shape[:2], tile)
         if not written:
             names = class_list(classes, predictor.num_classes, predictor.deploy)
             out.mkdir(parents=True, exist_ok=True)
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     predictor = Predictor(deploy, a.weights, a.backend, a.gpu, a.output, amp=a.amp)
     if not a.quiet:
         print(f"inputs: {plan.describe()} (from {plan.source})")
-    written = segment(predictor, images, out, plan, a.classes, a.alpha, not a.quiet)
+    written = segment(predictor, images, out, plan, a.classes, a.alpha, not a.quiet, a.tile)
     print(f"wrote {len(written)} label maps and overlays to {out}")
     return 0
 

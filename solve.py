@@ -144,6 +144,11 @@ def _train(a) -> int:
         score = f"mean IU {100 * r.mean_iu:.2f}" if r.scores else "not tested"
         print(f"{solver.parent.name}: iter {r.iter} ({r.backend}, {r.seconds:.1f} s), {score}; "
               f"weights {r.weights}; metrics {r.metrics_path}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun rank 0 logs, so it plots
+        from solvers.plot import PLOT_FILE, plot_after_training
+
+        plot_after_training(list(dict.fromkeys(r.metrics_path for r in results)),
+                            results[-1].metrics_path.parent / PLOT_FILE)
     return 0
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Sequence
 
 from .coord_map import PASS_THROUGH, RULES, BlobGraph, walked_bottoms
 from .errors import FcnkitError
@@ -117,23 +118,26 @@ def _through(layer: caffe_pb2.LayerParameter, parts: list[Reach]) -> Reach:
     return _union(layer, parts)
 
 
-def reach(net: caffe_pb2.NetParameter, data: str, blob: str) -> Reach:
-    """The input interval of `blob`'s cells relative to input blob `data` (net as given: a
-    deploy net, or a net filtered to one phase). Raises FcnkitError naming the first layer on
-    the way without a local window rule (global pooling, MVN, layers fcnkit has no rule for)."""
+def reach(net: caffe_pb2.NetParameter, data: str | Sequence[str], blob: str) -> Reach:
+    """The input interval of `blob`'s cells relative to the input blob(s) `data`, pixel-aligned
+    images such as colour and depth (net as given: a deploy net, or a net filtered to one
+    phase). Raises FcnkitError naming the first layer on the way without a local window rule
+    (global pooling, MVN, layers fcnkit has no rule for)."""
     graph = BlobGraph(net)
+    inputs = [data] if isinstance(data, str) else list(data)
     one, zero = Fraction(1), Fraction(0)
-    found: dict = {graph.node(data): Reach((one, one), (zero, zero), (zero, zero), (1, 1))}
+    found: dict = {graph.node(name): Reach((one, one), (zero, zero), (zero, zero), (1, 1))
+                   for name in inputs}
     blocked: dict = {}
     for i, layer in enumerate(graph.layers):
         bottoms = walked_bottoms(layer.type, graph.bottoms[i])
         parts = [found[b] for b in bottoms if b in found]
-        if not parts:
+        reason = next((blocked[b] for b in bottoms if b in blocked), None)
+        if not parts and reason is None:
             continue
         nodes = [(i, t) for t in range(len(layer.top))]
-        reason = next((blocked[b] for b in bottoms if b in blocked), None)
         if reason is None and len(parts) != len(bottoms):
-            reason = f"{where(layer)}: joins the image with a blob not made from it"
+            reason = f"{where(layer)}: joins the input with a blob not made from it"
         if reason is None and layer.type not in RULES and layer.type not in PASS_THROUGH:
             reason = f"{where(layer)}: no coordinate rule for this layer type"
         if reason is None:
@@ -148,7 +152,8 @@ def reach(net: caffe_pb2.NetParameter, data: str, blob: str) -> Reach:
                 blocked[node] = reason
     target = graph.node(blob)
     if target in blocked:
-        raise FcnkitError(f"cannot relate {blob!r} to {data!r} pixel by pixel: {blocked[target]}")
+        raise FcnkitError(f"cannot relate {blob!r} to {', '.join(inputs)} pixel by pixel: "
+                          f"{blocked[target]}")
     if target not in found:
-        raise FcnkitError(f"blob {blob!r} is not computed from input {data!r}")
+        raise FcnkitError(f"blob {blob!r} is not computed from input {', '.join(inputs)}")
     return found[target]

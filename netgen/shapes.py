@@ -479,6 +479,11 @@ def _run(net: caffe_pb2.NetParameter, sizes: Sizes | None,
                 raise FcnkitError(f"{where(layer)}: the shape of bottom {b!r} (from {makers[b]}) is "
                                   f"unknown; give it, e.g. sizes={{{b!r}: (N, C, H, W)}}")
             bottoms.append(blobs[b])
+        for i, t in enumerate(layer.top):  # Caffe's Net::AppendTop: in place, or a new name
+            in_place = i < len(layer.bottom) and layer.bottom[i] == t
+            if t in blobs and not in_place:
+                raise FcnkitError(f"{where(layer)}: top blob {t!r} produced by multiple sources "
+                                  f"(also by {makers[t]})")
         tops = _layer_tops(layer, bottoms, given, used)
         for t, shape in zip(layer.top, tops):
             blobs[t], makers[t] = shape, where(layer)

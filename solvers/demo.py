@@ -190,6 +190,7 @@ def _run(run: DemoRun, config: DemoConfig, module: ModuleType, gpu: int | None,
          counts: list[int], test_every: int, progress: bool) -> dict:
     from .data.classes import class_names
     from .data.synthetic import make_synthetic_voc
+    from .figures import demo_figures
 
     start = time.perf_counter()
     out = run.out
@@ -208,6 +209,8 @@ def _run(run: DemoRun, config: DemoConfig, module: ModuleType, gpu: int | None,
     names = class_names("synthetic", n_classes)
     overlays = write_overlays(data, out / "overlays", solvers[-1].parent / "deploy.prototxt",
                               results[-1].weights, module.NAME, gpu, config.overlays, names)
+    figures = demo_figures(out, data, solvers[-1].parent / "deploy.prototxt", results[-1].weights,
+                           module.NAME, gpu, names, (config.size, config.size))
     rows = [("background only", "", "", baseline["mean_iu"], baseline["pixel_acc"])]
     rows += [(f"FCN-{s}", str(r.iter), f"{r.seconds:.0f} s", r.mean_iu,
               next(iter(r.scores.values()))["pixel_acc"] if r.scores else float("nan"))
@@ -219,10 +222,12 @@ def _run(run: DemoRun, config: DemoConfig, module: ModuleType, gpu: int | None,
                     "weights": str(r.weights), "metrics": str(r.metrics_path)}
                    for s, r in zip(STAGES, results)],
         "overlays": [str(p) for p in overlays],
+        "figures": [str(p) for p in figures],
     }
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(f"\nfcnkit demo ({module.NAME} backend, {summary['seconds']:.0f} s) on {config.val} "
           f"synthetic val images, {n_classes} classes:")
     print(_table(rows))
-    print(f"snapshots and metrics.jsonl: {out / 'models'}/*/snapshot; overlays: {out / 'overlays'}")
+    print(f"snapshots and metrics.jsonl: {out / 'models'}/*/snapshot; overlays: {out / 'overlays'}"
+          f"; curves, confusion matrix, net graph: {out / 'plots'}")
     return summary

@@ -143,7 +143,7 @@ class Predictor:
         from .tiles import Tiler
 
         try:
-            return Tiler(upgrade_net(read_net(self.deploy)), self.input, self.output)
+            return Tiler(upgrade_net(read_net(self.deploy)), self.inputs, self.output)
         except FcnkitError as e:
             raise FcnkitError(f"{self.deploy}: {e}") from None
 
@@ -151,15 +151,15 @@ class Predictor:
         """HxW uint8 label map of an HxWx3 RGB image; with `tile`, an image with a side over
         `tile` pixels goes through the net in windows of at most tile x tile (solvers.tiles:
         the same labels, memory bounded by the window)."""
-        if tile and max(rgb.shape[:2]) > tile:
-            labels, self.num_classes = self.tiler.labels(
-                self.scores, to_caffe_input(rgb, mean), tile)
-            return labels
-        return self.labels_of({self.input: to_caffe_input(rgb, mean)}, rgb.shape[:2])
+        return self.labels_of({self.input: to_caffe_input(rgb, mean)}, rgb.shape[:2], tile)
 
-    def labels_of(self, feeds: dict[str, np.ndarray], size: tuple[int, ...]) -> np.ndarray:
+    def labels_of(self, feeds: dict[str, np.ndarray], size: tuple[int, ...],
+                  tile: int | None = None) -> np.ndarray:
         """HxW uint8 label map of preprocessed inputs {Input top: C x H x W}, one per input
-        of the net, each H x W = `size`."""
+        of the net, each H x W = `size`; `tile` as for labels."""
+        if tile and max(size) > tile:
+            labels, self.num_classes = self.tiler.labels(self.scores, feeds, tile)
+            return labels
         scores = self.scores(feeds)
         if scores.ndim != 3 or scores.shape[1:] != tuple(size):
             raise FcnkitError(f"{self.deploy}: {self.output!r} has shape {scores.shape}, expected "

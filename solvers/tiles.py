@@ -14,13 +14,23 @@ the stitched scores equal the whole-image scores (to float rounding; a test chec
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 
 from netgen.errors import FcnkitError
 from netgen.field import Reach, reach
 from netgen.proto import caffe_pb2
+
+
+Inputs = Union[np.ndarray, Mapping[str, np.ndarray]]  # C x H x W, or one per Input top
+
+
+def _size(inputs: Inputs) -> tuple[int, int]:
+    sizes = {v.shape[1:] for v in (inputs.values() if isinstance(inputs, Mapping) else [inputs])}
+    if len(sizes) != 1:
+        raise FcnkitError(f"inputs of different sizes cannot be tiled alike: {sorted(sizes)}")
+    return next(iter(sizes))  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,8 @@ def spans(size: int, tile: int, before: int, after: int, period: int) -> list[Sp
 class Tiler:
     """The tiling of one deploy net: its output's reach, and windows for an image size."""
 
-    def __init__(self, net: caffe_pb2.NetParameter, data: str, output: str) -> None:
+    def __init__(self, net: caffe_pb2.NetParameter, data: str | Sequence[str],
+                 output: str) -> None:
         self.reach: Reach = reach(net, data, output)
         if self.reach.scale != (1, 1):
             raise FcnkitError(f"cannot tile: {output!r} is not at the input's resolution "
@@ -69,11 +80,14 @@ class Tiler:
         cols = spans(width, tile, r.before[1], r.after[1], r.period[1])
         return [(y, x) for y in rows for x in cols]
 
-    def run(self, scores: Callable[[np.ndarray], np.ndarray], chw: np.ndarray,
+    def run(self, scores: Callable[[Inputs], np.ndarray], inputs: Inputs,
             tile: int) -> Iterator[tuple[Span, Span, np.ndarray]]:
-        """(rows, columns, C x core_h x core_w scores) of each window of a 3 x H x W input."""
-        for y, x in self.tiles(chw.shape[1], chw.shape[2], tile):
-            out = scores(chw[:, y.start:y.stop, x.start:x.stop])
+        """(rows, columns, C x core_h x core_w scores) of each window of a C x H x W input, or
+        of {Input top: C x H x W} inputs of one size (cut alike)."""
+        for y, x in self.tiles(*_size(inputs), tile):
+            cut = lambda v: v[:, y.start:y.stop, x.start:x.stop]
+            out = scores({k: cut(v) for k, v in inputs.items()} if isinstance(inputs, Mapping)
+                         else cut(inputs))
             expected = (y.stop - y.start, x.stop - x.start)
             if out.ndim != 3 or out.shape[1:] != expected:
                 raise FcnkitError(f"window of {expected[0]} x {expected[1]} gave scores of shape "
@@ -81,24 +95,24 @@ class Tiler:
             yield y, x, out[:, y.keep - y.start:y.keep_stop - y.start,
                             x.keep - x.start:x.keep_stop - x.start]
 
-    def scores(self, scores: Callable[[np.ndarray], np.ndarray], chw: np.ndarray,
+    def scores(self, scores: Callable[[Inputs], np.ndarray], inputs: Inputs,
                tile: int) -> np.ndarray:
-        """C x H x W scores of a 3 x H x W input, stitched from windows."""
+        """C x H x W scores of the inputs (as for run), stitched from windows."""
         out: np.ndarray | None = None
-        for y, x, part in self.run(scores, chw, tile):
+        for y, x, part in self.run(scores, inputs, tile):
             if out is None:
-                out = np.empty((part.shape[0], *chw.shape[1:]), dtype=part.dtype)
+                out = np.empty((part.shape[0], *_size(inputs)), dtype=part.dtype)
             out[:, y.keep:y.keep_stop, x.keep:x.keep_stop] = part
         assert out is not None
         return out
 
-    def labels(self, scores: Callable[[np.ndarray], np.ndarray], chw: np.ndarray,
+    def labels(self, scores: Callable[[Inputs], np.ndarray], inputs: Inputs,
                tile: int) -> tuple[np.ndarray, int]:
         """(H x W argmax of the scores, class count), window by window: memory holds one
         window's scores, never the whole image's."""
-        out = np.empty(chw.shape[1:], dtype=np.uint8)
+        out = np.empty(_size(inputs), dtype=np.uint8)
         classes = 0
-        for y, x, part in self.run(scores, chw, tile):
+        for y, x, part in self.run(scores, inputs, tile):
             if part.shape[0] > 256:
                 raise FcnkitError(f"{part.shape[0]} classes do not fit a label PNG")
             classes = part.shape[0]

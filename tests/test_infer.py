@@ -116,7 +116,7 @@ def _fails(capsys, argv, pattern, out):
     ({"deploy": "{tmp}/none.prototxt"}, "none.prototxt: no such file"),
     ({"weights": "{tmp}/none.caffemodel"}, "none.caffemodel: no such file"),
     ({"images": "{tmp}/none.jpg"}, "none.jpg: no such image file or folder"),
-    ({"images": "{tmp}/fake.jpg"}, "not a readable image"),
+    ({"images": "{tmp}/fake.jpg"}, "cannot be read as an image"),
     ({"images": "{tmp}/empty"}, "holds no images"),
     ({"extra": ["--backend", "onnx"]}, "unknown backend 'onnx'"),
     ({"extra": ["--mean", "1,2"]}, "--mean"),

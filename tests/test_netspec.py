@@ -117,6 +117,63 @@ def test_an_input_that_is_not_a_top_is_pycaffes_type_error():
     L.Silence(*data, ntop=0)
 
 
+def _lenet(named: bool, **data_options):
+    """BVLC test_net_spec.py's lenet / anon_lenet: NetSpec attributes, or tops left unnamed."""
+    n = NetSpec()
+    data, label = L.DummyData(shape=[dict(dim=[2, 1, 28, 28]), dict(dim=[2, 1, 1, 1])], ntop=2,
+                              **data_options)
+    xavier = dict(type="xavier")
+    conv1 = L.Convolution(data, kernel_size=5, num_output=20, weight_filler=xavier)
+    pool1 = L.Pooling(conv1, kernel_size=2, stride=2, pool=P.Pooling.MAX)
+    conv2 = L.Convolution(pool1, kernel_size=5, num_output=50, weight_filler=xavier)
+    pool2 = L.Pooling(conv2, kernel_size=2, stride=2, pool=P.Pooling.MAX)
+    ip1 = L.InnerProduct(pool2, num_output=500, weight_filler=xavier)
+    relu1 = L.ReLU(ip1, in_place=True)
+    ip2 = L.InnerProduct(relu1, num_output=10, weight_filler=xavier)
+    loss = L.SoftmaxWithLoss(ip2, label)
+    if not named:
+        return loss.to_proto()
+    n.data, n.label, n.conv1, n.pool1, n.conv2, n.pool2 = data, label, conv1, pool1, conv2, pool2
+    n.ip1, n.relu1, n.ip2, n.loss = ip1, relu1, ip2, loss
+    return n.to_proto()
+
+
+def _silent_net():
+    n = NetSpec()
+    n.data, n.data2 = L.DummyData(shape=dict(dim=3), ntop=2)
+    n.silence_data = L.Silence(n.data, ntop=0)
+    n.silence_data2 = L.Silence(n.data2, ntop=0)
+    return n.to_proto()
+
+
+def test_lenet_and_topless_nets_build_as_in_pycaffe():
+    """BVLC test_net_spec.py test_lenet / test_zero_tops on fcnkit's engine: ReLU in place,
+    all 9 layers made, a net of top-less layers has no outputs."""
+    from solvers.engine import Net
+
+    for named in (True, False):
+        proto = _lenet(named)
+        assert proto.layer[6].bottom == proto.layer[6].top
+        assert len(Net(proto, "TEST").layers) == 9
+    assert len(Net(_silent_net(), "TEST").forward()) == 0
+
+
+def test_real_caffe_builds_netspec_nets(tmp_path):
+    """The same nets (with the reference's DummyData transform_param, which Caffe ignores) in
+    real Caffe where pycaffe imports."""
+    from solvers.caffe_backend import pycaffe
+
+    caffe = pycaffe()
+    if caffe is None:
+        pytest.skip("needs pycaffe (import caffe); CI has no Caffe")
+    for i, proto in enumerate([_lenet(True, transform_param=dict(scale=1 / 255)),
+                               _lenet(False, transform_param=dict(scale=1 / 255)), _silent_net()]):
+        path = tmp_path / f"net{i}.prototxt"
+        path.write_text(str(proto))
+        net = caffe.Net(str(path), caffe.TEST)
+        assert len(net.layers) == (9 if i < 2 else 3) and (i < 2 or len(net.forward()) == 0)
+
+
 def test_opencv_reads_and_runs_a_netspec_net(tmp_path):
     """Independent reader: OpenCV's Caffe importer takes our text and runs it."""
     proto = tmp_path / "net.prototxt"

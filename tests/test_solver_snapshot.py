@@ -145,7 +145,7 @@ def test_snapshot_is_never_half_written(tmp_path, monkeypatch):
 
     original = snapshot_module._write_blob
     monkeypatch.setattr(snapshot_module, "_write_blob", failing_blob)
-    with pytest.raises(OSError):
+    with pytest.raises(FcnkitError, match=r"snap_iter_2\.solverstate: cannot write: No space"):
         solver.snapshot()  # same iteration: would replace the good files
     assert open(state, "rb").read() == good
     assert sorted(p.name for p in tmp_path.iterdir()) == ["snap_iter_2.caffemodel",

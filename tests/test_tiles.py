@@ -47,6 +47,10 @@ def test_reach_of_the_reference_nets():
     assert (pool5.scale, pool5.lo, pool5.hi) == ((32, 32), (-189, -189), (22, 22))
     assert reach(read_net("models/voc-fcn32s/deploy.prototxt"), "data", "score").before == (
         233, 233)
+    two = read_net("models/nyud-fcn32s-color-hha/deploy.prototxt")  # colour + HHA streams
+    assert reach(two, ["color", "hha"], "score").before == (233, 233)
+    with pytest.raises(FcnkitError, match="score_fused .*joins the input with a blob not made"):
+        reach(two, "color", "score")
 
 
 def test_reach_bounds_what_a_pixel_changes(fcn8s):
@@ -101,3 +105,27 @@ def test_spans_cover_the_axis_with_aligned_windows_within_the_tile():
 def test_a_tile_too_small_for_the_net_is_refused():
     with pytest.raises(FcnkitError, match="--tile 500: too small.*at least 533"):
         spans(1000, 500, 245, 245, 32)
+
+
+def test_infer_tile_option(fcn8s, tmp_path, capsys):
+    """infer.py --tile 700 writes the labels --tile 0 (whole image) writes; a tile too small
+    for the net is one error line and no output."""
+    import infer
+    from PIL import Image
+
+    deploy, weights = fcn8s
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 256, (96, 760, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    outs = {}
+    with one_thread():
+        for tile in (0, 700):
+            outs[tile] = tmp_path / f"tile{tile}"
+            assert infer.main([str(deploy), str(weights), str(tmp_path / "a.png"), "-o",
+                               str(outs[tile]), "--tile", str(tile), "--quiet"]) == 0
+        with pytest.raises(SystemExit) as e:
+            infer.main([str(deploy), str(weights), str(tmp_path / "a.png"), "-o",
+                        str(tmp_path / "small"), "--tile", "100", "--quiet"])
+    assert e.value.code == 2 and "--tile 100: too small" in capsys.readouterr().err
+    assert not (tmp_path / "small").exists()
+    whole, tiled = (np.array(Image.open(outs[t] / "a.png")) for t in (0, 700))
+    np.testing.assert_array_equal(tiled, whole)

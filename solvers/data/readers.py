@@ -12,8 +12,11 @@ thereby never reached.
 """
 from __future__ import annotations
 
+import contextlib
 import struct
+import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -44,17 +47,30 @@ def check_pixels(path: Path, size: tuple[int, int], what: str = "image") -> None
                           "(a decompression bomb or a mistake; downscale it)")
 
 
+@contextlib.contextmanager
+def image_header(path: Path, what: str = "image") -> Iterator[Image.Image]:
+    """The image at `path` opened (header read, pixels not decoded), its size checked against
+    MAX_PIXELS; inside the block, PIL errors become FcnkitError naming the file."""
+    _need_file(path, what)
+    try:
+        with warnings.catch_warnings():  # our limit is lower: no DecompressionBombWarning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                check_pixels(path, img.size, what)
+                yield img
+    except Image.DecompressionBombError:  # past PIL's 2x89 M pixels, raised before the size
+        raise FcnkitError(f"{what} {path} has more than {MAX_PIXELS / 1e6:.0f} M pixels; "
+                          "refused (a decompression bomb or a mistake; downscale it)") from None
+    except IMAGE_ERRORS as e:
+        raise FcnkitError(f"{what} {path} cannot be read as an image: {e}") from None
+
+
 def open_image(path: Path, what: str = "image") -> Image.Image:
     """The decoded image at `path`; FcnkitError for a missing, corrupt, truncated or too large
     (MAX_PIXELS, checked from the header before decoding) file."""
-    _need_file(path, what)
-    try:
-        img = Image.open(path)
-        check_pixels(path, img.size, what)
+    with image_header(path, what) as img:
         img.load()
-    except IMAGE_ERRORS as e:
-        raise FcnkitError(f"{what} {path} cannot be read as an image: {e}") from None
-    return img
+    return img  # leaving the block closed the file only; the decoded pixels stay
 
 
 def _convert(img: Image.Image, mode: str, path: Path, what: str) -> np.ndarray:
@@ -94,13 +110,8 @@ def read_uint16_channels(path: Path, what: str = "label") -> np.ndarray:
     """HxWxC array of a PNG read unchanged (cv2 keeps 16 bits; channels in file order RGB)."""
     import cv2
 
-    _need_file(path, what)
-    try:
-        with Image.open(path) as header:  # the size from the header only, before OpenCV decodes
-            size = header.size
-    except IMAGE_ERRORS as e:
-        raise FcnkitError(f"{what} {path} cannot be read as an image: {e}") from None
-    check_pixels(path, size, what)
+    with image_header(path, what):  # the size from the header, before OpenCV decodes
+        pass
     arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise FcnkitError(f"{what} {path} cannot be read as an image")

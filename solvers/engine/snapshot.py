@@ -21,7 +21,7 @@ from typing import BinaryIO, Sequence
 import numpy as np
 
 from netgen.errors import FcnkitError
-from netgen.fileio import atomic_write
+from netgen.fileio import atomic_write, remove_stale_temps
 from netgen.proto import caffe_pb2
 from netgen.schema import read_binary
 from netgen.shapes import MAX_BLOB_AXES
@@ -30,6 +30,7 @@ from surgery import hdf5, wire
 _HISTORY = 3  # SolverState.history
 _BLOB_DATA, _BLOB_SHAPE = 5, 7  # BlobProto.data, BlobProto.shape
 _LEGACY_DIMS = ("num", "channels", "height", "width")
+_CLEANED: set[Path] = set()  # folders whose stale temp files this process has removed
 
 
 @dataclasses.dataclass
@@ -54,7 +55,15 @@ def is_hdf5_path(path: str | os.PathLike) -> bool:
 # ---------------------------------------------------------------------------------- writing
 
 def write_solverstate(path: str | os.PathLike, state: SolverState) -> None:
-    """Write `state` atomically; HDF5 when `path` ends in .h5, else binary protobuf."""
+    """Write `state` atomically; HDF5 when `path` ends in .h5, else binary protobuf.
+
+    The first snapshot a process writes into a folder clears temp files that a killed
+    earlier run left there (netgen.fileio.remove_stale_temps).
+    """
+    folder = Path(path).resolve().parent
+    if folder not in _CLEANED:
+        remove_stale_temps(folder)
+        _CLEANED.add(folder)
     if is_hdf5_path(path):
         _write_hdf5(Path(path), state)
         return

@@ -1,0 +1,209 @@
+"""Hostile files (tests/data/hostile, one of each kind seen in the wild or by fuzzing): each
+reader that meets one from the command line accepts it or prints one `error:` line, exits
+non-zero, without a traceback, in under 10 s and 1 GiB peak memory (ru_maxrss of the process).
+
+Also the atomic writes those readers' outputs rely on: a failed write (here the kernel's
+file-size limit, RLIMIT_FSIZE, which fails write() with EFBIG as a full disk fails it with
+ENOSPC) names the file and leaves nothing behind; temp files of a killed writer are removed.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HOSTILE = Path(__file__).parent / "data" / "hostile"
+LIMIT_S, LIMIT_BYTES = 10.0, 1 << 30
+
+# python -c wrappers: a library reader behind the project's CLI error handling (cli_entry)
+SOLVERSTATE = ("import sys; from netgen.errors import cli_entry; "
+               "from solvers.engine.snapshot import read_solverstate; "
+               "cli_entry(read_solverstate)(sys.argv[1])")
+ENGINE = ("import sys; from netgen.errors import cli_entry; from solvers.engine.net import Net; "
+          "cli_entry(Net)(sys.argv[1], 'TEST')")
+PARAM_STR = ("import sys; from pathlib import Path; from netgen.errors import cli_entry; "
+             "from solvers.data.layers import dataset_from_layer; "
+             "cli_entry(lambda p: dataset_from_layer('solvers.data.layers', "
+             "'SyntheticSegDataLayer', Path(p).read_text()))(sys.argv[1])")
+
+
+def run_measured(args: list[str], cwd: Path, timeout: float = 60.0) -> tuple[int, str, float, int]:
+    """Run a command; (exit status, stderr, seconds, peak resident bytes of that process)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryFile() as err:
+        start = time.monotonic()
+        proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() - start > timeout:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.01)
+        seconds = time.monotonic() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        return proc.returncode, err.read().decode(errors="replace"), seconds, usage.ru_maxrss * 1024
+
+
+def check_clean(rc: int, stderr: str, seconds: float, peak: int, *, accepted: bool = False,
+                says: str = "") -> None:
+    assert seconds < LIMIT_S, f"took {seconds:.1f} s"
+    assert peak < LIMIT_BYTES, f"peak memory {peak / 2**20:.0f} MiB"
+    assert "Traceback" not in stderr, stderr
+    if accepted:
+        assert rc == 0, stderr
+        return
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert rc != 0 and len(lines) == 1 and lines[0].startswith("error: "), (rc, stderr)
+    assert says in lines[0], lines[0]
+
+
+# file -> (command, what the one error line must say; None: accepted)
+CASES = {
+    "noncanonical-key.caffemodel": (["-m", "surgery", "info"], None),
+    "nonutf8-layer-name.caffemodel": (["-m", "surgery", "info"], "layer 0: name is not UTF-8"),
+    "nonutf8-v1-layer.caffemodel": (["-m", "surgery", "info"], "type is not UTF-8"),
+    "negative-legacy-dims.caffemodel": (["-m", "surgery", "info"], "negative blob dimension"),
+    "hdf5-malformed.caffemodel.h5": (["-m", "surgery", "info"], "corrupt HDF5 file"),
+    "hdf5-fill-value-3.6GB.caffemodel.h5": (["-m", "surgery", "info"], "only a fill value"),
+    "hdf5-51-bytes.caffemodel.h5": (["-m", "surgery", "info"], "truncated HDF5 file"),
+    "overflowing-dims.solverstate": (["-c", SOLVERSTATE], "does not match its 0 values"),
+    "hdf5-iter-is-text.solverstate.h5": (["-c", SOLVERSTATE], "/iter holds |S1 data"),
+    "group-zero.prototxt": (["-m", "netgen", "explain"], "group-zero.prototxt:2: layer c "
+                                                          "(Convolution): group must be positive"),
+    "param_str-huge-length.txt": (["-c", PARAM_STR], "key 'length'"),
+    "param_str-huge-size.txt": (["-c", PARAM_STR], "key 'size'"),
+}
+
+
+def test_every_hostile_file_has_a_case():
+    assert sorted([*CASES, "label-14000x14000.png"]) == sorted(
+        p.name for p in HOSTILE.iterdir())
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_hostile_file(name):
+    command, says = CASES[name]
+    result = run_measured([sys.executable, *command, str(HOSTILE / name)], ROOT)
+    check_clean(*result, accepted=says is None, says=says or "")
+
+
+def test_noncanonical_key_reads_as_protobuf_does():
+    """The two-byte key of field 5 (data, fixed32) is what protobuf itself decodes."""
+    from netgen.proto import caffe_pb2
+    from surgery.caffemodel import load_weights
+
+    path = HOSTILE / "noncanonical-key.caffemodel"
+    reference = caffe_pb2.NetParameter.FromString(path.read_bytes())
+    weights = load_weights(path)
+    assert list(weights) == [reference.layer[0].name]
+    assert weights["x"][0].reshape(-1).tolist() == list(reference.layer[0].blobs[0].data) == [1.0]
+
+
+def test_group_zero_in_the_engine_names_file_and_line():
+    result = run_measured([sys.executable, "-c", ENGINE, str(HOSTILE / "group-zero.prototxt")],
+                          ROOT)
+    check_clean(*result, says="group-zero.prototxt:2: layer 'c' (Convolution)")
+
+
+def test_decompression_bomb_label_in_score(tmp_path):
+    """A 190 KB PNG declaring 14000x14000 pixels, as ground truth and as prediction."""
+    for folder in ("pred", "gt"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "a.png").write_bytes((HOSTILE / "label-14000x14000.png").read_bytes())
+    result = run_measured([sys.executable, "-m", "solvers.score", str(tmp_path / "pred"),
+                           str(tmp_path / "gt"), "--classes", "21"], ROOT)
+    check_clean(*result, says="a.png has more than 67 M pixels; refused")
+
+
+def test_decompression_bomb_image_in_infer(tmp_path):
+    result = run_measured([sys.executable, "infer.py", "models/voc-fcn32s/deploy.prototxt",
+                           str(tmp_path / "none.caffemodel"),
+                           str(HOSTILE / "label-14000x14000.png"), "-o", str(tmp_path / "out")],
+                          ROOT)
+    check_clean(*result, says="label-14000x14000.png has more than 67 M pixels")
+
+
+def test_a_4000x3000_photo_is_read(tmp_path):
+    from PIL import Image
+
+    from solvers.data.readers import read_rgb
+
+    path = tmp_path / "photo.jpg"
+    Image.new("RGB", (4000, 3000), (200, 100, 50)).save(path, quality=50)
+    assert read_rgb(path).shape == (3000, 4000, 3)
+
+
+def test_failed_write_names_the_file_and_leaves_nothing(tmp_path):
+    """write() failing (EFBIG under RLIMIT_FSIZE) in a binary and an HDF5 snapshot."""
+    code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)); import numpy as np; "
+            "from netgen.errors import cli_entry; "
+            "from solvers.engine.snapshot import SolverState, write_solverstate; "
+            "cli_entry(write_solverstate)(sys.argv[1], "
+            "SolverState(1, 'x', 0, [np.ones(10000, np.float32)]))")
+    for name in ("a.solverstate", "a.solverstate.h5"):
+        out = tmp_path / name
+        result = run_measured([sys.executable, "-c", code, str(out)], ROOT)
+        check_clean(*result, says=f"{out}: cannot write: File too large")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_temp_of_a_killed_writer_is_removed(tmp_path):
+    """A temp file whose process is gone goes at the next snapshot; a live one stays."""
+    import subprocess
+
+    from solvers.engine.snapshot import SolverState, read_solverstate, write_solverstate
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = tmp_path / f".train_iter_4.solverstate.{dead}.k3j2x9.tmp"
+    stale.write_bytes(b"half a snapshot")
+    live = tmp_path / f".train_iter_4.caffemodel.{os.getpid()}.abcdef.tmp"
+    live.write_bytes(b"being written")
+    write_solverstate(tmp_path / "train_iter_8.solverstate",
+                      SolverState(8, "train_iter_8.caffemodel", 0, [np.ones(3, np.float32)]))
+    assert not stale.exists() and live.exists()
+    assert read_solverstate(tmp_path / "train_iter_8.solverstate").iter == 8
+
+
+def _png_declaring(path: Path, width: int, height: int) -> Path:
+    """A valid 1x1 greyscale PNG whose IHDR (CRC recomputed) declares width x height."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    Image.new("L", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)  # IHDR payload starts at byte 16
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("side", [9000, 12000, 20000])  # under, between, past PIL's own limits
+def test_pixel_limit_from_the_header_without_warnings(tmp_path, side):
+    import warnings
+
+    from netgen.errors import FcnkitError
+    from solvers.data.readers import MAX_PIXELS, read_index_png, read_rgb
+
+    assert 4000 * 3000 < MAX_PIXELS < 9000 * 9000
+    path = _png_declaring(tmp_path / "big.png", side, side)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a DecompressionBombWarning would be a second line
+        for read in (read_index_png, read_rgb):
+            with pytest.raises(FcnkitError, match="M pixels"):
+                read(path)
