@@ -15,6 +15,7 @@ import numpy as np
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
 _FIXED_WIDTH = {I64: 8, I32: 4}
 MAX_FIELD_NUMBER = (1 << 29) - 1  # protobuf's limit on field numbers
+MAX_KEY_BYTES = 5  # a key is a varint32: canonical or padded, at most 5 bytes
 _UINT64 = (1 << 64) - 1
 
 
@@ -72,6 +73,9 @@ def read_field(buf, pos: int, end: int) -> Field:
     """
     field_start = pos
     key, pos = read_varint(buf, pos, end)
+    if pos - field_start > MAX_KEY_BYTES:  # protobuf reads keys as varint32s
+        raise WireError(field_start, f"field key of {pos - field_start} bytes (at most "
+                                     f"{MAX_KEY_BYTES})")
     number, wire_type = key >> 3, key & 7
     if number == 0:
         raise WireError(field_start, "field number 0")

@@ -207,3 +207,186 @@ def test_pixel_limit_from_the_header_without_warnings(tmp_path, side):
         for read in (read_index_png, read_rgb):
             with pytest.raises(FcnkitError, match="M pixels"):
                 read(path)
+
+
+# ---- kinds beyond the example files, in-process (the CLIs above show how errors surface)
+
+def _h5_weights(path: Path, build) -> Path:
+    import h5py
+
+    with h5py.File(path, "w") as h5:
+        build(h5, h5.create_group("data"))
+    return path
+
+
+@pytest.mark.parametrize("kind,says", [
+    ("soft", "is a soft link; links are not followed"),
+    ("external", "is an external link; links are not followed"),
+    ("cycle", "links back to an object already read"),
+    ("fill", "stores no data (only a fill value)"),
+    ("sparse-chunks", "more than 1100x compression is refused"),
+    ("text", "holds |S5 data, expected floats or integers"),
+    ("data-is-soft-link", "no /data group"),
+])
+def test_hdf5_weights_kinds(tmp_path, kind, says):
+    import h5py
+
+    from netgen.errors import FcnkitError
+    from surgery.caffemodel import load_weights
+
+    def build(h5, data):
+        layer = data.create_group("conv")
+        if kind == "soft":
+            layer["0"] = h5py.SoftLink("/elsewhere")
+        elif kind == "external":
+            layer["0"] = h5py.ExternalLink("/etc/passwd", "/x")
+        elif kind == "cycle":
+            layer["loop"] = layer
+        elif kind == "fill":
+            layer.create_dataset("0", shape=(1000, 1000), dtype="f4", fillvalue=1.0)
+        elif kind == "sparse-chunks":
+            d = layer.create_dataset("0", shape=(4000, 4000), dtype="f4", chunks=(10, 10))
+            d[0:10, 0:10] = 1.0
+        elif kind == "text":
+            layer["0"] = np.array([b"hello"])
+        elif kind == "data-is-soft-link":
+            del h5["data"]
+            h5.create_group("real")
+            h5["data"] = h5py.SoftLink("/real")
+
+    path = _h5_weights(tmp_path / "w.caffemodel.h5", build)
+    with pytest.raises(FcnkitError, match=re_escape(says)):
+        load_weights(path)
+
+
+def re_escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
+
+
+def test_hdf5_compressed_weights_still_load(tmp_path):
+    """gzip-compressed chunked datasets (h5py's usual way) within DEFLATE's ratio load."""
+    from surgery.caffemodel import load_weights
+
+    values = np.arange(6000, dtype=np.float32).reshape(60, 100)
+    path = _h5_weights(tmp_path / "w.caffemodel.h5", lambda h5, data: data.create_group(
+        "fc").create_dataset("0", data=values, compression="gzip", chunks=(6, 10)))
+    assert np.array_equal(load_weights(path)["fc"][0], values)
+
+
+@pytest.mark.parametrize("change,says", [
+    (lambda h5: h5.__setitem__("iter2", 1) or h5.move("iter", "x") or h5.move("iter2", "iter")
+     or None, None),  # an int64 scalar iter (h5py's default) is accepted
+    (lambda h5: _replace(h5, "iter", np.array([1.5])), "/iter holds float64 data"),
+    (lambda h5: _replace(h5, "iter", np.array([1, 2], np.int32)), "/iter holds 2 values"),
+    (lambda h5: _replace(h5, "iter", np.array([2**40])), "/iter = 1099511627776 is outside"),
+    (lambda h5: _replace(h5, "current_step", np.array([b"x"])), "/current_step holds |S1"),
+    (lambda h5: _replace(h5, "learned_net", np.array(b"\xff\xfe")), "/learned_net is not UTF-8"),
+    (lambda h5: _replace(h5, "learned_net", np.array([1.0])), "/learned_net holds float64"),
+    (lambda h5: _replace(h5, "history", np.ones(3)), "/history is a dataset"),
+    (lambda h5: h5["history"].move("0", "7"), "history datasets must be named 0..1"),
+    (lambda h5: _replace(h5["history"], "0", np.array([b"ab"])), "/history/0 holds |S2"),
+])
+def test_hdf5_solverstate_kinds(tmp_path, change, says):
+    import h5py
+
+    from netgen.errors import FcnkitError
+    from solvers.engine.snapshot import SolverState, read_solverstate, write_solverstate
+
+    path = tmp_path / "s.solverstate.h5"
+    write_solverstate(path, SolverState(3, "net.caffemodel", 1, [np.ones(2, np.float32),
+                                                                np.zeros((2, 2), np.float32)]))
+    with h5py.File(path, "r+") as h5:
+        change(h5)
+    if says is None:
+        assert read_solverstate(path).iter == 1
+    else:
+        with pytest.raises(FcnkitError, match=re_escape(says)):
+            read_solverstate(path)
+
+
+def _replace(group, name: str, value) -> None:
+    del group[name]
+    group[name] = value
+
+
+def _caffemodel(*blob_fields: bytes) -> bytes:
+    from surgery import wire
+
+    blob = b"".join(blob_fields)
+    layer = wire.encode_len_field(1, b"conv") + wire.encode_len_field(7, blob)
+    return wire.encode_len_field(100, layer)
+
+
+@pytest.mark.parametrize("fields,says", [
+    # shape {dim: 2**32, dim: 2**32}: a product past int64, no data
+    ((lambda w: w.encode_len_field(7, w.encode_packed_varints(1, [2**32, 2**32]))),
+     "needs 18446744073709551616 values but 0 are stored"),
+    ((lambda w: w.encode_len_field(7, w.encode_packed_varints(1, [1] * 33))), "more than 32"),
+    ((lambda w: w.encode_len_field(7, w.encode_packed_varints(1, [0])) + w.encode_len_field(
+        5, np.ones(2, "<f4").tobytes())), "needs 0 values but 2 are stored"),
+    ((lambda w: w.encode_varint(2**29 << 3)), "field number 536870912 beyond"),
+    ((lambda w: bytes([0x80] * 10) + b"\x01"), "varint longer than 10 bytes"),
+])
+def test_binary_caffemodel_kinds(tmp_path, fields, says):
+    from netgen.errors import FcnkitError
+    from surgery import wire
+    from surgery.caffemodel import load_weights
+
+    path = tmp_path / "w.caffemodel"
+    path.write_bytes(_caffemodel(fields(wire)))
+    with pytest.raises(FcnkitError, match=re_escape(says)):
+        load_weights(path)
+
+
+def test_noncanonical_keys_of_every_field_read_like_protobuf(tmp_path):
+    """Keys padded to 2..5 bytes throughout (packed, unpacked and varint fields); a 6-byte
+    key is refused, as protobuf refuses it."""
+    from netgen.errors import FcnkitError
+    from netgen.proto import caffe_pb2
+    from surgery import wire
+    from surgery.caffemodel import load_weights
+
+    def key(number: int, wire_type: int, pad: int) -> bytes:
+        raw = bytearray(wire.encode_key(number, wire_type))
+        raw[-1] |= 0x80
+        return bytes(raw) + b"\x80" * (pad - 1) + b"\x00"
+
+    floats = np.arange(1, 5, dtype="<f4")
+    shape = key(1, wire.VARINT, 2) + b"\x02" + key(1, wire.VARINT, 3) + b"\x02"
+    blob_a = key(7, wire.LEN, 2) + bytes([len(shape)]) + shape + b"".join(
+        key(5, wire.I32, 3) + v.tobytes() for v in floats)
+    blob_b = key(5, wire.LEN, 4) + bytes([16]) + floats.tobytes()
+    layer = (key(1, wire.LEN, 2) + b"\x01c" + key(7, wire.LEN, 2) + bytes([len(blob_a)]) + blob_a
+             + key(7, wire.LEN, 4) + bytes([len(blob_b)]) + blob_b)
+    data = key(100, wire.LEN, 3) + wire.encode_varint(len(layer)) + layer
+    path = tmp_path / "w.caffemodel"
+    path.write_bytes(data)
+    reference = caffe_pb2.NetParameter.FromString(data).layer[0]
+    weights = load_weights(path)
+    assert [list(b.data) for b in reference.blobs] == [a.reshape(-1).tolist()
+                                                        for a in weights["c"]]
+    assert weights["c"][0].shape == (2, 2)
+    path.write_bytes(key(100, wire.LEN, 4) + wire.encode_varint(len(layer)) + layer)
+    with pytest.raises(FcnkitError, match="field key of 6 bytes"):
+        load_weights(path)
+
+
+@pytest.mark.parametrize("param_str,says", [
+    ("{'length': 100000000}", "'length' = 100000000: expected an integer in 1..10000000"),
+    ("{'size': (10000, 10000)}", "more than 67108864 pixels"),
+    ("{'crop_size': 9000}", "more than 67108864 pixels"),
+    ("{'batch_size': 5000}", "expected an integer in 1..1024"),
+    ("{'scale': (0.5, 100.0)}", "expected 0.015625 <= low <= high <= 16"),
+    ("{'seed': 18446744073709551616}", "expected an integer in 0..2**64-1"),
+    ("{'split': '" + "x" * 5000 + "'}", "at most 4096 characters"),
+    ("{'splitt': 'train'}", "unknown key 'splitt'"),
+    ("{'split': 'train', 'pad': [" + "0, " * 30000 + "]}", "param_str of"),
+])
+def test_param_str_bounds(param_str, says):
+    from netgen.errors import FcnkitError
+    from solvers.data.layers import dataset_from_layer
+
+    with pytest.raises(FcnkitError, match=re_escape(says)):
+        dataset_from_layer("solvers.data.layers", "SyntheticSegDataLayer", param_str)
