@@ -51,7 +51,8 @@ def load_runner(deploy: str | os.PathLike, weights: str | os.PathLike, input: st
     fixed = session.get_inputs()[inputs.index(input)].shape
 
     def run(x: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
-        feeds = {top: v[np.newaxis] for top, v in (x if isinstance(x, dict) else {input: x}).items()}
+        arrays = x if isinstance(x, dict) else {input: x}
+        feeds = {top: v[np.newaxis] for top, v in arrays.items()}
         try:
             return session.run([output], feeds)[0][0]
         except Exception as e:

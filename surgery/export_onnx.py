@@ -32,7 +32,6 @@ layer and type.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +88,8 @@ def preprocessing_from_args(means: Sequence[str] = (), orders: Sequence[str] = (
     out: dict[str, dict[str, object]] = {}
     for flag, items, parse in (
             ("--mean", means, lambda v: tuple(float(x) for x in v.split(","))),
-            ("--channel-order", orders, lambda v: ORDERS[[o.lower() for o in ORDERS].index(v.lower())]),
+            ("--channel-order", orders,
+             lambda v: ORDERS[[o.lower() for o in ORDERS].index(v.lower())]),
             ("--input-scale", scales, float)):
         fld = {"--mean": "mean", "--channel-order": "channel_order", "--input-scale": "scale"}[flag]
         for text in items:
@@ -113,7 +113,8 @@ def _preprocessing(top: str, channels: int, overrides: Overrides) -> Preprocessi
         for fld, value in overrides.get(key, {}).items():
             setattr(pre, fld, value)
     if pre.mean and len(pre.mean) != channels:
-        raise ExportError(f"--mean for input {top!r}: {len(pre.mean)} values for {channels} channels")
+        raise ExportError(f"--mean for input {top!r}: {len(pre.mean)} values for {channels} "
+                          "channels")
     return pre
 
 
@@ -150,8 +151,8 @@ class Graph:
                      [self.name(f"{base}_{i}" if outputs > 1 else base) for i in range(outputs)])
         else:
             names = [self.tops.pop(n, n) for n in outputs]
-        self.nodes.append(helper.make_node(op_type, list(inputs), names, name=self.name(f"{base}/{op_type}"),
-                                           **attrs))
+        self.nodes.append(helper.make_node(op_type, list(inputs), names,
+                                           name=self.name(f"{base}/{op_type}"), **attrs))
         return names[0] if isinstance(outputs, int) and outputs == 1 else names
 
     def const(self, base: str, array: np.ndarray) -> str:
@@ -289,8 +290,8 @@ def _pooling(ex: Exporter, lp, impl, x, params):
     extra = g.iop("Sub", g.iop("Sub", g.iop("Add", g.iop("Mul", last, s_), k_), size), p_)
     pads = g.iop("Concat", np.zeros(2, np.int64), p_, np.zeros(2, np.int64), extra)
     fill = -np.inf if impl.method == "MAX" else 0.0
-    padded = g.op("Pad", [b.name, g.ints(pads, f"{lp.name}_pads"), g.scalar(f"{lp.name}_fill", fill)],
-                  f"{lp.name}_padded", mode="constant")
+    padded = g.op("Pad", [b.name, g.ints(pads, f"{lp.name}_pads"),
+                          g.scalar(f"{lp.name}_fill", fill)], f"{lp.name}_padded", mode="constant")
     attrs = dict(kernel_shape=list(k), strides=list(s))
     if impl.method == "MAX":   # a window wholly past the input (k < s) gives Caffe's -FLT_MAX
         y = g.op("MaxPool", [padded], f"{lp.name}_max", **attrs)
@@ -309,8 +310,8 @@ def _pooling(ex: Exporter, lp, impl, x, params):
                                g.const("one_i", np.asarray(1, np.int64))], f"{lp.name}_i")
             start = g.op("Sub", [g.op("Mul", [i, g.ints([s[axis]])], f"{lp.name}_is"),
                                  g.ints([p[axis]])], f"{lp.name}_start")
-            end = g.op("Min", [g.op("Add", [start, g.ints([k[axis]])], f"{lp.name}_ks"),
-                               g.op("Add", [pick(size, "size"), g.ints([p[axis]])], f"{lp.name}_lim")],
+            limit = g.op("Add", [pick(size, "size"), g.ints([p[axis]])], f"{lp.name}_lim")
+            end = g.op("Min", [g.op("Add", [start, g.ints([k[axis]])], f"{lp.name}_ks"), limit],
                        f"{lp.name}_end")
             d = g.op("Cast", [g.op("Sub", [end, start], f"{lp.name}_count")], f"{lp.name}_div",
                      to=TensorProto.FLOAT)
@@ -349,7 +350,8 @@ def _crop(ex: Exporter, lp, impl, x, params):
     offsets = [0] * n if not p.offset else list(p.offset) * (n if len(p.offset) == 1 else 1)
     starts = np.asarray(offsets, np.int64)
     ends = g.iop("Add", ex.dims(like, axis), starts, base=f"{lp.name}_ends")
-    return [g.op("Slice", [b.name, g.ints(starts, f"{lp.name}_starts"), g.ints(ends, f"{lp.name}_ends"),
+    return [g.op("Slice", [b.name, g.ints(starts, f"{lp.name}_starts"),
+                           g.ints(ends, f"{lp.name}_ends"),
                            g.ints(np.arange(axis, axis + n), f"{lp.name}_axes")], lp.top[0])]
 
 
@@ -379,8 +381,8 @@ def _operand(ex: Exporter, lp, x: list[Blob], params: list[np.ndarray], axis: in
         extra = ndim - axis - len(x[1].shape)
         if extra <= 0:
             return x[1].name
-        return ex.g.op("Unsqueeze", [x[1].name, ex.g.ints(np.arange(len(x[1].shape), len(x[1].shape) + extra))],
-                       f"{lp.name}_operand")
+        axes = np.arange(len(x[1].shape), len(x[1].shape) + extra)
+        return ex.g.op("Unsqueeze", [x[1].name, ex.g.ints(axes)], f"{lp.name}_operand")
     return ex.g.weight(f"{lp.name}_{lp.type.lower()}", ex.broadcastable(params[0], ndim, axis))
 
 
@@ -501,8 +503,8 @@ def _prelu(ex: Exporter, lp, impl, x, params):
 
 @exports("Threshold")
 def _threshold(ex: Exporter, lp, impl, x, params):
-    above = ex.g.op("Greater", [x[0].name, ex.g.scalar(f"{lp.name}_t", lp.threshold_param.threshold)],
-                    f"{lp.name}_above")
+    t = ex.g.scalar(f"{lp.name}_t", lp.threshold_param.threshold)
+    above = ex.g.op("Greater", [x[0].name, t], f"{lp.name}_above")
     return [ex.g.op("Cast", [above], lp.top[0], to=TensorProto.FLOAT)]
 
 
@@ -515,7 +517,8 @@ def _clip(ex: Exporter, lp, impl, x, params):
 
 @exports("Swish")
 def _swish(ex: Exporter, lp, impl, x, params):
-    gate = ex.g.op("Sigmoid", [_affine(ex, lp, x[0].name, lp.swish_param.beta, 0.0)], f"{lp.name}_gate")
+    gate = ex.g.op("Sigmoid", [_affine(ex, lp, x[0].name, lp.swish_param.beta, 0.0)],
+                   f"{lp.name}_gate")
     return [ex.g.op("Mul", [x[0].name, gate], lp.top[0])]
 
 
@@ -558,7 +561,8 @@ def _flatten(ex: Exporter, lp, impl, x, params):
     b, p = x[0], lp.flatten_param
     start = impl.axis(p.axis, len(b.shape))
     end = impl.axis(p.end_axis, len(b.shape), "end_axis")
-    shape = ex.g.iop("Concat", ex.dims(b, 0, start), np.asarray([-1], np.int64), ex.dims(b, end + 1))
+    shape = ex.g.iop("Concat", ex.dims(b, 0, start), np.asarray([-1], np.int64),
+                     ex.dims(b, end + 1))
     return [ex.g.op("Reshape", [b.name, ex.g.ints(shape, f"{lp.name}_shape")], lp.top[0])]
 
 
@@ -580,10 +584,10 @@ def _reshape(ex: Exporter, lp, impl, x, params):
 def _argmax(ex: Exporter, lp, impl, x, params):
     p = lp.argmax_param
     if not p.HasField("axis") or p.top_k != 1 or p.out_max_val:
-        raise ExportError(f"{where(lp)}: only argmax_param with an axis, top_k 1 and no out_max_val "
-                          "is exported")
-    idx = ex.g.op("ArgMax", [x[0].name], f"{lp.name}_index", axis=impl.axis(p.axis, len(x[0].shape)),
-                  keepdims=1)
+        raise ExportError(f"{where(lp)}: only argmax_param with an axis, top_k 1 and no "
+                          "out_max_val is exported")
+    idx = ex.g.op("ArgMax", [x[0].name], f"{lp.name}_index",
+                  axis=impl.axis(p.axis, len(x[0].shape)), keepdims=1)
     return [ex.g.op("Cast", [idx], lp.top[0], to=TensorProto.FLOAT)]
 
 
@@ -608,8 +612,8 @@ def _reduction(ex: Exporter, lp, impl, x, params):
     g, b, p = ex.g, x[0], lp.reduction_param
     axis = impl.axis(p.axis, len(b.shape))
     op = {1: "ReduceSum", 2: "ReduceL1", 3: "ReduceSumSquare", 4: "ReduceMean"}[p.operation]
-    flat = g.op("Reshape", [b.name, g.ints(g.iop("Concat", ex.dims(b, 0, axis), np.asarray([-1], np.int64)),
-                                           f"{lp.name}_shape")], f"{lp.name}_flat")
+    shape = g.iop("Concat", ex.dims(b, 0, axis), np.asarray([-1], np.int64))
+    flat = g.op("Reshape", [b.name, g.ints(shape, f"{lp.name}_shape")], f"{lp.name}_flat")
     y = _reduce(g, op, flat, [axis], f"{lp.name}_reduced", 0)
     return [g.op("Mul", [y, g.scalar(f"{lp.name}_coeff", p.coeff)], lp.top[0])]
 
@@ -699,7 +703,8 @@ def _version_names(layers) -> list[list[str]]:
     for i, lp in enumerate(layers):
         for t in lp.top:
             last[t] = i
-    return [[t if last[t] == i else f"{t}@{lp.name}" for t in lp.top] for i, lp in enumerate(layers)]
+    return [[t if last[t] == i else f"{t}@{lp.name}" for t in lp.top]
+            for i, lp in enumerate(layers)]
 
 
 def _check_crop(graph: BlobGraph, i: int, lp, warnings: list[str]) -> None:
@@ -771,7 +776,8 @@ def export(deploy: str | os.PathLike, weights: str | os.PathLike | Mapping, *,
         for b in outputs:
             if len(b.shape) != 4:
                 continue
-            label = "label" + (b.name[len("score"):] if b.name.startswith("score") else f"_{b.name}")
+            suffix = b.name[len("score"):] if b.name.startswith("score") else f"_{b.name}"
+            label = "label" + suffix   # score -> label, score_sem -> label_sem
             label = ex.g.name(label)
             ex.g.op("ArgMax", [b.name], label, outputs=[label], axis=1, keepdims=0)
             out_infos.append(helper.make_tensor_value_info(label, TensorProto.INT64, [None] * 3))

@@ -13,6 +13,8 @@ Caffe's rounding differs from ONNX's run the same way.
 """
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import onnx
@@ -27,7 +29,7 @@ from netgen.schema import read_net, to_prototxt
 from netgen.writer import generate
 from solvers.engine import Net
 from surgery.cli import main as surgery_main
-from surgery.export_onnx import ExportError, export, export_file
+from surgery.export_onnx import export, export_file
 from test_engine_opencv import CASES as ZOO, with_input
 
 SIZES = [(1, 1), (17, 33), (224, 224), (375, 500)]
@@ -162,7 +164,7 @@ def test_argmax_fp16_and_metadata(tmp_path):
     (half_score,) = session(half).run(["score"], {"data": x})
     assert 0 < rel_error(half_score, score) < 1e-2
     meta = {p.key: p.value for p in onnx.load(full).metadata_props}
-    pre = __import__("json").loads(meta["fcnkit.preprocessing"])
+    pre = json.loads(meta["fcnkit.preprocessing"])
     assert pre["data"]["channel_order"] == "BGR" and len(pre["data"]["mean"]) == 3
     assert meta["fcnkit.opset"] == "17" and onnx.load(full).opset_import[0].version == 17
 
@@ -174,7 +176,7 @@ def test_nyud_inputs_and_preprocessing_options(tmp_path, capsys):
                          "color=116.19,97.203,92.318", "--mean", "hha=132.431,94.076,118.477",
                          "--channel-order", "hha=as-is"]) == 0
     assert "inputs color, hha" in capsys.readouterr().out
-    pre = __import__("json").loads({p.key: p.value for p in onnx.load(out).metadata_props}
+    pre = json.loads({p.key: p.value for p in onnx.load(out).metadata_props}
                                    ["fcnkit.preprocessing"])
     assert pre["hha"]["channel_order"] == "as-is" and pre["color"]["mean"][0] == 116.19
 
