@@ -18,6 +18,7 @@ import json
 import cv2
 import numpy as np
 import onnx
+from onnx import numpy_helper
 import onnxruntime as ort
 import pytest
 import torch
@@ -344,3 +345,27 @@ def test_torch_module_runs_without_fcnkit(tmp_path):
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "(1, 21, 19, 23)"
+
+
+def test_fixed_scale_layers_may_be_absent_and_hdf5_weights(tmp_path):
+    """The at-once net's scale_pool4/3 (lr_mult 0, constant 0.01 / 0.0001) keep their filler when
+    the caffemodel lacks them, as in Caffe; HDF5 weights export the same as binary."""
+    from surgery.caffemodel import load_weights, save_weights
+
+    deploy, weights = deploy_with_weights("voc-fcn8s-atonce", tmp_path)
+    loaded = load_weights(weights)
+    for name in ("scale_pool3", "scale_pool4"):
+        del loaded[name]
+    h5 = tmp_path / "trimmed.caffemodel.h5"
+    save_weights(h5, loaded, format="hdf5")
+    model = export(deploy, h5).model
+    scales = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer
+              if t.name.startswith("scale_pool")}
+    assert len(scales) == 2
+    assert np.allclose(scales["scale_pool4_scale"], 0.01)
+    assert np.allclose(scales["scale_pool3_scale"], 0.0001)
+    x = np.random.default_rng(8).standard_normal((1, 3, 30, 26)).astype(np.float32)
+    ref = Net(deploy, "TEST", weights=h5).forward(data=x)["score"]
+    got = ort.InferenceSession(model.SerializeToString(),
+                               providers=["CPUExecutionProvider"]).run(["score"], {"data": x})[0]
+    assert rel_error(got, ref) < 1e-4
