@@ -118,7 +118,10 @@ class _Walker:
 
     def __init__(self, net: caffe_pb2.NetParameter, data: str):
         self.graph = BlobGraph(net)
-        self.data = self.graph.node(data)
+        # the input as made (an in-place layer on it, e.g. Convolution data -> data, is a later
+        # version of the blob that the maps start before)
+        self.data = min((n for n, name in self.graph.names.items() if name == data),
+                        default=None) or self.graph.node(data)
         self.maps: dict[Node, CoordMap | None] = {}
         self.rfs: dict[Node, RF] = {self.data: ((Fraction(1),), (Fraction(1),))}
 

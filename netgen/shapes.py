@@ -273,9 +273,9 @@ def _reshape(layer: Layer, bottoms: list[Shape], ntop: int) -> list[Shape]:
     dims = list(p.shape.dim)
     if sum(d == -1 for d in dims) > 1 or any(d < -1 for d in dims):
         raise FcnkitError(f"{where(layer)}: shape may hold one -1 and no other negative value")
-    new = [b[start + i] if d == 0 else d for i, d in enumerate(dims)]
     if any(d == 0 and start + i >= len(b) for i, d in enumerate(dims)):
         raise FcnkitError(f"{where(layer)}: shape copies (0) an axis the bottom lacks")
+    new = [b[start + i] if d == 0 else d for i, d in enumerate(dims)]
     top = [*b[:start], *new, *b[end:]]
     known = _count(d for d in top if d != -1)
     if -1 in top:
@@ -466,6 +466,7 @@ def _run(net: caffe_pb2.NetParameter, sizes: Sizes | None,
     given = {k: tuple(int(d) for d in v) for k, v in (sizes or {}).items()}
     blobs: OrderedDict[str, Shape | None] = OrderedDict()
     makers: dict[str, str] = {}
+    phased: dict[str, bool] = {}  # made by a layer with include/exclude rules
     for name, shape in net_inputs(net):
         blobs[name], makers[name] = given.get(name, shape), "the net's input list"
     used = set(blobs)
@@ -481,18 +482,23 @@ def _run(net: caffe_pb2.NetParameter, sizes: Sizes | None,
             bottoms.append(blobs[b])
         for i, t in enumerate(layer.top):  # Caffe's Net::AppendTop: in place, or a new name
             in_place = i < len(layer.bottom) and layer.bottom[i] == t
-            if t in blobs and not in_place:
+            # (an unfiltered net may make a blob once per phase: then both carry rules)
+            if t in blobs and not in_place and not (_phased(layer) and phased.get(t)):
                 raise FcnkitError(f"{where(layer)}: top blob {t!r} produced by multiple sources "
                                   f"(also by {makers[t]})")
         tops = _layer_tops(layer, bottoms, given, used)
         for t, shape in zip(layer.top, tops):
-            blobs[t], makers[t] = shape, where(layer)
+            blobs[t], makers[t], phased[t] = shape, where(layer), _phased(layer)
         out.append(LayerShapes(layer, bottoms, tops))
     unused = sorted(set(given) - used)
     if unused:
         raise FcnkitError(f"sizes names {unused[0]!r}, which is not an input, data or Python layer "
                           "top of the net")
     return out, blobs
+
+
+def _phased(layer: Layer) -> bool:
+    return bool(len(layer.include) or len(layer.exclude))
 
 
 def layer_shapes(net: caffe_pb2.NetParameter, sizes: Sizes | None = None,

@@ -390,3 +390,34 @@ def test_param_str_bounds(param_str, says):
 
     with pytest.raises(FcnkitError, match=re_escape(says)):
         dataset_from_layer("solvers.data.layers", "SyntheticSegDataLayer", param_str)
+
+
+@pytest.mark.parametrize("text,says", [
+    ('layer { name: "c" type: "Convolution" bottom: "data" top: "data" convolution_param { '
+     'num_output: 2 kernel_size: 3 } }', None),  # in place: Caffe allows it (shapes change)
+    ('layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { '
+     'num_output: 2 kernel_size: 3 } }\nlayer { name: "d" type: "ReLU" bottom: "c" top: "data" }',
+     "layer d (ReLU): top blob 'data' produced by multiple sources"),
+    ('layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { '
+     'num_output: 2 kernel_size: 3 stride: 0 } }', "stride must be positive"),
+    ('layer { name: "c" type: "Pooling" bottom: "data" top: "c" pooling_param { '
+     'kernel_size: 0 } }', "kernel must be positive"),
+    ('layer { name: "c" type: "Slice" bottom: "data" top: "a" top: "b" slice_param { '
+     'axis: 9 } }', "axis 9 out of range"),
+    ('layer { name: "c" type: "Reshape" bottom: "data" top: "c" reshape_param { shape { '
+     'dim: 0 dim: 0 dim: 0 dim: 0 dim: 0 } } }', "copies (0) an axis the bottom lacks"),
+])
+def test_explain_validates_divisors_and_indices(text, says):
+    from netgen.errors import FcnkitError
+    from netgen.explain import explain
+    from netgen.schema import parse_prototxt
+    from netgen.proto import caffe_pb2
+
+    head = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 '
+            'dim: 3 dim: 8 dim: 8 } } }\n')
+    net = parse_prototxt(head + text, caffe_pb2.NetParameter)
+    if says is None:
+        assert "c" in explain(net, (8, 8))
+        return
+    with pytest.raises(FcnkitError, match=re_escape(says)):
+        explain(net, (8, 8))
