@@ -37,7 +37,7 @@ def load_runner(deploy: str | os.PathLike, weights: str | os.PathLike, input: st
     else:
         from surgery.export_onnx import export
 
-        model, what = export(deploy, weights).model.SerializeToString(), f"{weights} (as ONNX)"
+        model, what = export(deploy, weights).data, f"{weights} (as ONNX)"
     try:
         session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     except Exception as e:   # onnxruntime raises its own pybind error classes
