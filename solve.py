@@ -11,6 +11,7 @@ imports). Snapshots and metrics.jsonl go where the solver's snapshot_prefix poin
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import sys
@@ -20,22 +21,42 @@ from netgen.errors import FcnkitError, cli_entry
 from solvers.cliargs import Parser, count_list, non_negative
 
 DEMO_ONLY = ("demo_dir", "demo_train", "demo_val", "demo_size")
+EXAMPLES = """examples:
+  python solve.py                          the demo: synthetic data, FCN-32s -> 16s -> 8s on
+                                           the CPU, into ./demo (a few minutes; says how long)
+  python solve.py                          again: reuses the finished stages in ./demo
+  python solve.py --resume                 continue a demo stopped with Ctrl-C
+  python solve.py --fresh                  clear ./demo and start the demo over
+  python solve.py --demo-train 40 --demo-size 64 --iters 100 --demo-dir /tmp/small
+  python solve.py models/voc-fcn32s --weights VGG_ILSVRC_16_layers.caffemodel --gpu 0
+  python solve.py models/voc-fcn32s --stages 32s,16s,8s --weights VGG_ILSVRC_16_layers.caffemodel
+  python solve.py models/voc-fcn32s --resume        continue from the latest snapshot
+  python solve.py models/voc-fcn32s --resume models/voc-fcn32s/snapshot/train_iter_4000.solverstate
+
+Snapshots (<prefix>_iter_N.caffemodel + .solverstate) and metrics.jsonl go where the solver's
+snapshot_prefix points, relative to the model folder, as in Caffe."""
+
+
 
 
 def build_parser() -> Parser:
     ap = Parser(prog="solve.py", description="Train an FCN model folder (solver.prototxt + nets); "
-                "without a model, run the synthetic demo.")
+                "without a model, run the synthetic demo.", epilog=EXAMPLES,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", nargs="?", help="model folder holding solver.prototxt, or a solver "
                     "prototxt (leave out for the demo)")
     ap.add_argument("--weights", help="initial weights: .caffemodel or .caffemodel.h5 (an "
-                    "ImageNet classifier such as VGG16 is made fully convolutional first)")
+                    "ImageNet classifier such as VGG16 is made fully convolutional first; "
+                    "default: the nets' fillers)")
     ap.add_argument("--gpu", type=non_negative, help="GPU index (default: CPU)")
     ap.add_argument("--backend", default="auto", help="caffe | torch | auto (default: pycaffe "
                     "if it imports, else torch)")
     ap.add_argument("--iters", type=count_list, help="iterations to run (default: up to the "
-                    "solver's max_iter); with --stages one count or one per stage")
+                    "solver's max_iter; the demo: 1500,750,750); with --stages or the demo one "
+                    "count or one per stage")
     ap.add_argument("--test-every", type=non_negative, help="score the val net every N "
-                    "iterations (default: the solver's snapshot interval; 0: never)")
+                    "iterations (default: the solver's snapshot interval; the demo: 250; 0: "
+                    "never)")
     ap.add_argument("--resume", nargs="?", const="", metavar="SOLVERSTATE",
                     help="continue from a .solverstate (default: the model's latest snapshot); "
                     "the demo: continue the run in --demo-dir with its recorded settings")
@@ -43,19 +64,23 @@ def build_parser() -> Parser:
                     "earlier run in --demo-dir and start over (default: reuse its finished "
                     "stages when the settings match)")
     ap.add_argument("--stages", help="train stage after stage, e.g. 32s,16s,8s: sibling model "
-                    "folders named by stride, each starting from the previous one's weights")
+                    "folders named by stride, each starting from the previous one's weights "
+                    "(default: the one model)")
     ap.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision on the torch "
                     "backend: nets under autocast, losses and updates in float32 (fp16 with a "
-                    "dynamic loss scale)")
+                    "dynamic loss scale; default: float32)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     ap.add_argument("--allow-zero-init", action="store_true", help="train even when every "
                     "learnable weight starts at zero (reference recipe without --weights), "
                     "which is refused by default because such a net cannot learn")
     demo = ap.add_argument_group("demo (no model given)")
     demo.add_argument("--demo-dir", help="output folder (default: ./demo)")
-    demo.add_argument("--demo-train", type=non_negative, help="synthetic training images")
-    demo.add_argument("--demo-val", type=non_negative, help="synthetic validation images")
-    demo.add_argument("--demo-size", type=non_negative, help="image side in pixels")
+    demo.add_argument("--demo-train", type=non_negative, help="synthetic training images "
+                      "(default: 300)")
+    demo.add_argument("--demo-val", type=non_negative, help="synthetic validation images "
+                      "(default: 50)")
+    demo.add_argument("--demo-size", type=non_negative, help="image side in pixels "
+                      "(default: 128)")
     return ap
 
 

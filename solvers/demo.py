@@ -26,6 +26,7 @@ from netgen.fileio import atomic_write, write_text_atomic
 
 from .data.base import VOC_MEAN
 from .data.readers import read_index_png, read_rgb
+from .demo_plan import duration, estimate_seconds, plan_text
 from .demo_state import DemoRun, open_run, train_stages
 from .score import fast_hist, metrics
 from .stages import SOLVER_FILE
@@ -186,6 +187,16 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _say_estimate(module: ModuleType, solvers: list[Path], counts: list[int],
+                  done: list[str], test_every: int, config: DemoConfig, gpu: int | None) -> None:
+    seconds, rate = estimate_seconds(module, solvers, counts, STAGES, done, test_every,
+                                     config.val, gpu)
+    if seconds:
+        print(f"estimated training time {duration(seconds)} (measured here: "
+              f"{1000 * rate:.0f} ms per FCN-32s iteration); Ctrl-C stops with a snapshot and "
+              "prints the command that continues", flush=True)
+
+
 def _run(run: DemoRun, config: DemoConfig, module: ModuleType, gpu: int | None,
          counts: list[int], test_every: int, progress: bool) -> dict:
     from .data.classes import class_names
@@ -194,6 +205,7 @@ def _run(run: DemoRun, config: DemoConfig, module: ModuleType, gpu: int | None,
 
     start = time.perf_counter()
     out = run.out
+    print(plan_text(config, counts, test_every, module.NAME, out, list(run.stages)), flush=True)
     data = out / "data"
     if not run.data:
         make_synthetic_voc(data, config.train, config.val, (config.size, config.size),
@@ -201,6 +213,8 @@ def _run(run: DemoRun, config: DemoConfig, module: ModuleType, gpu: int | None,
         run.data = True
         run.save()
     solvers = make_models(out / "models", config, counts, config.base_lr)
+    if progress:  # measured rates; --quiet skips the few seconds this takes
+        _say_estimate(module, solvers, counts, list(run.stages), test_every, config, gpu)
     n_classes = config.classes + 1
     baseline = background_baseline(data, n_classes)
     results: list[TrainResult] = train_stages(

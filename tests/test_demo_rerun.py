@@ -128,3 +128,41 @@ def test_metrics_hold_one_run(tmp_path):
         return [(r["phase"], r["iter"]) for r in map(json.loads, open(again.metrics_path))]
     assert resumed.iter == 3
     assert log() == [("start", 0), ("start", 2), ("train", 3)]
+
+
+def test_the_time_estimate_measures_and_leaves_the_run_as_it_was(tmp_path):
+    """The demo's estimate builds each stage's solver and times passes: a positive time, and
+    training afterwards ends with the weights it ends with when nothing was measured."""
+    from solvers import torch_backend
+    from solvers.demo_plan import duration, estimate_seconds
+    from solvers.train import train
+    from solve_helpers import tiny_models
+
+    measured = tiny_models(tmp_path / "a", iters=(2, 1, 1))
+    plain = tiny_models(tmp_path / "b", iters=(2, 1, 1))
+    options = dict(backend="torch", test_every=0, progress=False)
+    with one_thread():
+        seconds, rate = estimate_seconds(torch_backend, measured, (2, 1, 1),
+                                         ("32s", "16s", "8s"), ["8s"], 1, 2, None)
+        a = train(measured[0], **options)
+        b = train(plain[0], **options)
+    assert 0 < rate < seconds and duration(seconds).startswith("about ")
+    assert sorted(p.name for p in a.weights.parent.iterdir()) == sorted(
+        p.name for p in b.weights.parent.iterdir())
+    for name, params in weights(b.weights).items():
+        for x, y in zip(weights(a.weights)[name], params):
+            np.testing.assert_array_equal(x, y, err_msg=name)
+
+
+def test_help_gives_examples_and_the_demo_defaults(capsys):
+    with pytest.raises(SystemExit) as e:
+        solve.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert e.value.code == 0 and "examples: python solve.py" in text
+    config = DemoConfig()
+    for fact in (f"training images (default: {config.train})",
+                 f"validation images (default: {config.val})",
+                 f"pixels (default: {config.size})",
+                 f"the demo: {','.join(map(str, config.iters))})",
+                 f"the demo: {config.test_every};", "python solve.py --resume", "--fresh"):
+        assert fact in text, fact
