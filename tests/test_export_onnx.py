@@ -105,7 +105,8 @@ def engine_and_export(text: str, tmp_path, seed: int = 1, **options):
 
 
 # Pooling where Caffe's rounding is not ONNX's: ceil mode with pad (Caffe's clip of a last
-# window starting in the padding), kernel < stride, AVE windows overhanging the padded input.
+# window starting in the padding), kernel < stride, AVE windows overhanging the padded input;
+# and ceil mode without pad (ave_ceil, max_ceil: ONNX's own ceil_mode, as FCN's pools).
 POOLS = with_input('''
 layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 4 kernel_size: 1 } }
 layer { name: "max_pad" type: "Pooling" bottom: "conv" top: "max_pad" pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 } }
@@ -114,8 +115,10 @@ layer { name: "ave_pad" type: "Pooling" bottom: "conv" top: "ave_pad" pooling_pa
 layer { name: "ave_wide" type: "Pooling" bottom: "conv" top: "ave_wide" pooling_param { pool: AVE kernel_h: 4 kernel_w: 2 stride_h: 3 stride_w: 2 pad_h: 2 pad_w: 1 } }
 layer { name: "ave_floor" type: "Pooling" bottom: "conv" top: "ave_floor" pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 round_mode: FLOOR } }
 layer { name: "ave_gap" type: "Pooling" bottom: "conv" top: "ave_gap" pooling_param { pool: AVE kernel_size: 2 stride: 3 } }
+layer { name: "ave_ceil" type: "Pooling" bottom: "conv" top: "ave_ceil" pooling_param { pool: AVE kernel_size: 3 stride: 2 } }
+layer { name: "max_ceil" type: "Pooling" bottom: "conv" top: "max_ceil" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
 ''')
-POOL_SIZES = [(1, 3, 1, 1), (2, 3, 4, 4), (1, 3, 5, 7), (1, 3, 6, 9), (1, 3, 13, 10)]
+POOL_SIZES = [(1, 3, 2, 2), (2, 3, 4, 4), (1, 3, 5, 7), (1, 3, 6, 9), (1, 3, 13, 10)]
 
 
 @pytest.mark.parametrize("name", [*ZOO, "pools"])
