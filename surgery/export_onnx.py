@@ -7,10 +7,11 @@ Deconvolution, ceil-mode pooling with Caffe's pad clip. fcnkit already runs thes
 and validated once, weights loaded with Caffe's name/shape rules) and lowers each layer to ONNX
 nodes built with `onnx.helper`.
 
-Opset 17 (OPSET): old enough for OpenCV 4.x, TensorRT 8.6+/10 and any onnxruntime of the last
-years, new enough for Shape(start, end) and Softmax over one axis (13+). Inputs are NCHW
-float32 with symbolic N, H, W (dim_params "N", "H", "W"); `size=(H, W)` fixes them (and N to
-the prototxt's batch), making every shape a constant.
+Opset 17 (OPSET): within what OpenCV 4.x's importer, TensorRT 8.6/10 and onnxruntime >= 1.13
+read, new enough for Shape(start, end), ReduceSum's axes input and single-axis Softmax (13+).
+Inputs are NCHW float32 with symbolic N, H, W (dim_params "N", "H", "W"); `size=(H, W)` fixes
+them (and N to the prototxt's batch), making every shape a constant: no Shape/Range nodes are
+left, which OpenCV 4.x needs (its Shape op refuses symbolic input sizes).
 
 Caffe's size rules carried explicitly, so the graph is right at any input size:
 - Crop: Slice from crop_param's offsets (checked against netgen's coordinate map) to
