@@ -49,8 +49,10 @@ def check_superblock(path: Path) -> None:
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(128)
-    if len(head) < 12 or not head.startswith(SIGNATURE):
+    if not head.startswith(SIGNATURE):
         raise FcnkitError(f"{path}: not an HDF5 file (no HDF5 signature at byte 0)")
+    if len(head) < 16:
+        raise FcnkitError(f"{path}: truncated HDF5 file ({size} bytes)")
     version = head[8]
     if version in (0, 1):
         offsets, lengths = head[13], head[14]
