@@ -37,8 +37,6 @@ Snapshots (<prefix>_iter_N.caffemodel + .solverstate) and metrics.jsonl go where
 snapshot_prefix points, relative to the model folder, as in Caffe."""
 
 
-
-
 def build_parser() -> Parser:
     ap = Parser(prog="solve.py", description="Train an FCN model folder (solver.prototxt + nets); "
                 "without a model, run the synthetic demo.", epilog=EXAMPLES,
@@ -121,7 +119,8 @@ def continue_command(a) -> str:
 
 def _train(a) -> int:
     from solvers import backends
-    from solvers.stages import parse_stages, run_stages, solver_file, stage_solvers
+    from solvers.stages import (latest_state, parse_stages, run_stages, solver_file,
+                                stage_solvers)
     from solvers.solver_files import read_solver_files
 
     given = [f"--{k.replace('_', '-')}" for k in DEMO_ONLY if getattr(a, k) is not None]
@@ -131,8 +130,6 @@ def _train(a) -> int:
     if a.resume is not None and (a.weights or a.stages is not None):
         raise FcnkitError("--resume continues one run: leave out --weights and --stages")
     if a.resume == "":
-        from solvers.stages import latest_state
-
         state = latest_state(solver_file(a.model))
         if state is None:
             raise FcnkitError(f"--resume: {a.model} has no snapshot to continue from; give a "
@@ -158,13 +155,21 @@ def _train(a) -> int:
                           "--weights set to the previous stage's final caffemodel")
     options = dict(backend=a.backend, gpu=a.gpu, test_every=a.test_every,
                    progress=not a.quiet, amp=a.amp, allow_zero_init=a.allow_zero_init)
-    if a.resume:
-        from solvers.train import train
+    try:
+        if a.resume:
+            from solvers.train import train
 
-        results = [train(solvers[0], iters=iters, resume=a.resume, stage=solvers[0].parent.name,
-                         **options)]  # the same stage label as the run it continues
-    else:
-        results = run_stages(solvers, weights=a.weights, iters=iters, **options)
+            results = [train(solvers[0], iters=iters, resume=a.resume,
+                             stage=solvers[0].parent.name, **options)]  # the run's stage label
+        else:
+            results = run_stages(solvers, weights=a.weights, iters=iters, **options)
+    except KeyboardInterrupt:
+        state = latest_state(solvers[0]) if len(solvers) == 1 else None
+        if state is not None:
+            print("to continue: " + shlex.join(["python3", os.path.relpath(Path(__file__)),
+                                                a.model, "--resume", str(state)]),
+                  file=sys.stderr)
+        raise
     for solver, r in zip(solvers, results):
         score = f"mean IU {100 * r.mean_iu:.2f}" if r.scores else "not tested"
         print(f"{solver.parent.name}: iter {r.iter} ({r.backend}, {r.seconds:.1f} s), {score}; "

@@ -116,7 +116,8 @@ def test_corrupt_weights_are_an_error_not_a_crash(tmp_path, capsys):
 
 
 def test_ctrl_c_snapshots_and_the_run_resumes(tmp_path):
-    """SIGINT mid-training: exit 130 after writing a snapshot; --resume continues from it."""
+    """SIGINT mid-training: exit 130 after writing a snapshot and printing the command that
+    continues; --resume (its latest snapshot) continues from it."""
     import os
     import signal
     import subprocess
@@ -147,7 +148,10 @@ def test_ctrl_c_snapshots_and_the_run_resumes(tmp_path):
                     key=lambda p: int(p.stem.rsplit("_", 1)[1]))
     assert len(states) == 1, "the interrupted run must leave its snapshot"
     stopped = int(states[-1].stem.rsplit("_", 1)[1])
-    proc = run_script("solve.py", str(model_dir), "--resume", str(states[-1]), "--iters", "1",
+    command = err.strip().splitlines()[-2].split()
+    assert command[:2] == ["to", "continue:"] and command[4:] == [
+        str(model_dir), "--resume", str(states[-1])]
+    proc = run_script("solve.py", str(model_dir), "--resume", "--iters", "1",  # latest state
                       "--test-every", "0", "--backend", "torch", "--quiet", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (model_dir / "snapshot" / f"train_iter_{stopped + 1}.caffemodel").is_file()
