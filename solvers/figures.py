@@ -47,7 +47,7 @@ def demo_figures(out: Path, data: Path, deploy: Path, weights: Path, backend: st
     plots = out / PLOTS
     plots.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    curves = plot_after_training(out / "models", plots / CURVES)
+    curves = plot_after_training(out / "models", plots / CURVES, title="fcnkit demo: training")
     written += [curves] if curves else []
     predictor = Predictor(deploy, weights, "caffe" if backend == "caffe" else "torch", gpu)
     hist = val_confusion(data, names, lambda rgb: predictor.labels(rgb, VOC_MEAN))

@@ -275,28 +275,31 @@ def _labelled(ax, label: str) -> bool:
     return any(line.get_label() == label for line in ax.lines)
 
 
-def plot_run(run: str | Path, out: str | Path | None = None) -> Path:
+def plot_run(run: str | Path, out: str | Path | None = None, title: str | None = None) -> Path:
     """Plot a run folder (every metrics.jsonl under it), a metrics.jsonl or a Caffe log.
 
     out: the PNG (default: training.png in the folder, or <file>.png beside a file).
+    title: above the panels (default: the folder or file name).
     Raises FcnkitError when nothing can be read or plotted.
     """
     run = Path(run)
     files = run_files(run)
     if out is None:
         out = run / PLOT_FILE if run.is_dir() else run.with_name(run.name + ".png")
-    return plot_stages(stages_of(files), Path(out), title=run.resolve().name)
+    return plot_stages(stages_of(files), Path(out), title=title or run.resolve().name)
 
 
-def plot_after_training(run: str | Path | Sequence[Path], out: str | Path) -> Path | None:
+def plot_after_training(run: str | Path | Sequence[Path], out: str | Path,
+                        title: str | None = None) -> Path | None:
     """Draw the curves at the end of a training command: `run` is a run folder or the
     metrics files of its stages in order. A plot that fails is reported in one line and never
     costs the run (returns None then)."""
     try:
         if isinstance(run, (str, Path)):
-            path = plot_run(run, out)
+            path = plot_run(run, out, title)
         else:
-            path = plot_stages(stages_of(list(run)), Path(out), title=Path(out).parent.name)
+            path = plot_stages(stages_of(list(run)), Path(out),
+                               title=title or Path(out).parent.parent.name)
     except (FcnkitError, OSError, ImportError) as e:
         print(f"training curves not drawn: {e}", file=sys.stderr)
         return None
