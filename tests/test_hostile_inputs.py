@@ -446,3 +446,37 @@ def _hdf5_seed_weights():
     from surgery.caffemodel import Weights
 
     return Weights([("conv", [np.ones((2, 3), np.float32)])])
+
+
+@pytest.mark.parametrize("mode,rgb", [("I;16", None), ("F", None), ("I", None), ("CMYK", "ok"),
+                                      ("LA", "ok"), ("1", "ok"), ("YCbCr", "ok")])
+def test_odd_image_modes(tmp_path, mode, rgb):
+    """Modes that convert to RGB are read; 16-bit and float ones (clipped by PIL) refused."""
+    from PIL import Image
+
+    from netgen.errors import FcnkitError
+    from solvers.data.readers import read_index_png, read_rgb
+
+    path = tmp_path / ("a.tif" if mode in ("F", "I", "CMYK", "YCbCr") else "a.png")
+    image = Image.new(mode, (6, 5))
+    image.save(path)
+    if rgb:
+        assert read_rgb(path).shape == (5, 6, 3)
+    else:
+        with pytest.raises(FcnkitError, match="16-bit or float"):
+            read_rgb(path)
+    with pytest.raises(FcnkitError, match="expected palette indices"):
+        read_index_png(path)
+
+
+def test_truncated_label_is_one_error(tmp_path):
+    from PIL import Image
+
+    from netgen.errors import FcnkitError
+    from solvers.data.readers import read_index_png
+
+    path = tmp_path / "label.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 21, (64, 64), np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(FcnkitError, match="label .*label.png cannot be read as an image"):
+        read_index_png(path)

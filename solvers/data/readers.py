@@ -25,6 +25,7 @@ from netgen.errors import FcnkitError
 
 VOID = 255
 MAX_PIXELS = 1 << 26  # 67,108,864 (8192x8192)
+WIDE_MODES = frozenset({"I", "F"})  # 32-bit int and float (and I;16*): not 8-bit colour
 # What PIL raises for files that are corrupt in ways its decoders do not translate to OSError.
 IMAGE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, EOFError,
                 IndexError, KeyError, struct.error, ZeroDivisionError, OverflowError,
@@ -81,8 +82,14 @@ def _convert(img: Image.Image, mode: str, path: Path, what: str) -> np.ndarray:
 
 
 def read_rgb(path: Path, what: str = "image") -> np.ndarray:
-    """HxWx3 uint8 RGB (grey or palette images are expanded to RGB)."""
+    """HxWx3 uint8 RGB (grey, palette, CMYK... images are converted to RGB).
+
+    16-bit and float images are refused: PIL would clip them to 0..255 silently.
+    """
     img = open_image(path, what)
+    if img.mode in WIDE_MODES or img.mode.startswith("I;16"):
+        raise FcnkitError(f"{what} {path} is mode {img.mode} (16-bit or float); expected an "
+                          "8-bit colour or grey image")
     return _convert(img, "RGB", path, what)
 
 
