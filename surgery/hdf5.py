@@ -141,6 +141,8 @@ def read_dataset(path: Path, dataset, where: str, kinds: str = "fiu") -> np.ndar
     FcnkitError for other dtypes, external/virtual storage, data held only as a fill value,
     and stored sizes that cannot hold the declared shape.
     """
+    import h5py
+
     with hdf5_errors(path):
         dtype = dataset.dtype
         shape = dataset.shape
@@ -163,7 +165,8 @@ def read_dataset(path: Path, dataset, where: str, kinds: str = "fiu") -> np.ndar
             raise FcnkitError(f"{path}: {where} declares {nbytes} bytes of data, the file "
                               f"stores {stored} of its {file_size}")
         if dataset.chunks is None:
-            offset = dataset.id.get_offset()
+            compact = dataset.id.get_create_plist().get_layout() == h5py.h5d.COMPACT
+            offset = 0 if compact else dataset.id.get_offset()  # compact: inside its header
             if offset is None or offset + nbytes > file_size:
                 raise FcnkitError(f"{path}: {where} data runs past the end of the file")
         elif nbytes > MAX_EXPANSION * stored:

@@ -480,3 +480,20 @@ def test_truncated_label_is_one_error(tmp_path):
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(FcnkitError, match="label .*label.png cannot be read as an image"):
         read_index_png(path)
+
+
+def test_hdf5_compact_dataset_loads(tmp_path):
+    """Compact layout keeps the values in the object header (no file offset): still read."""
+    import h5py
+
+    from surgery.caffemodel import load_weights
+
+    path = tmp_path / "w.caffemodel.h5"
+    with h5py.File(path, "w") as h5:
+        group = h5.create_group("data/conv")
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_layout(h5py.h5d.COMPACT)
+        dataset = h5py.h5d.create(group.id, b"0", h5py.h5t.IEEE_F32LE,
+                                  h5py.h5s.create_simple((3,)), dcpl=dcpl)
+        dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, np.arange(3, dtype=np.float32))
+    assert load_weights(path)["conv"][0].tolist() == [0.0, 1.0, 2.0]
