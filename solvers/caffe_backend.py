@@ -82,6 +82,11 @@ def available() -> bool:
     return pycaffe() is not None
 
 
+def unavailable_reason() -> str:
+    """Why pycaffe does not import, in one line ("" when it does): for skip messages."""
+    return _probe()[1]
+
+
 def use_device(gpu: int | None) -> ModuleType:
     """Select CPU mode, or GPU `gpu` (set_device first, as Caffe requires); returns caffe."""
     caffe = import_caffe()

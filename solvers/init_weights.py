@@ -72,7 +72,13 @@ def fcn_weights(weights: Path, files: SolverFiles, net: Any) -> tuple[Path, Weig
     kept = Weights(((name, arrays) for name, arrays in converted.items() if name in taken),
                    types=converted.types)
     out = files.snapshot_prefix.parent / f"{weights.name.split('.')[0]}-fcn.caffemodel"
-    save_weights(out, kept, net=files.train_net)
+    # only the layers taken: Caffe's CopyTrainedLayersFrom aborts on a layer written with
+    # fewer blobs than the net's (e.g. an input Scale the classifier does not have)
+    definition = caffe_pb2.NetParameter()
+    definition.CopyFrom(files.train_net)
+    del definition.layer[:]
+    definition.layer.extend(layer for layer in files.train_net.layer if layer.name in taken)
+    save_weights(out, kept, net=definition)
     tqdm.write(f"transplanted {weights.name} -> {out}: {report.summary()}")
     return out, kept
 

@@ -22,8 +22,8 @@ from solvers.engine import Net
 
 from solve_helpers import ROOT, one_thread, tiny_models
 
-BROKEN = ("raise SystemError('<built-in method __contains__ of dict object at 0x7f> returned a "
-          "result with an exception set')\n")
+# what a numpy-1 _caffe.so raises under numpy 2 (seen with BVLC Caffe master 9b89154)
+BROKEN = "raise SystemError('initialization of _caffe raised unreported exception')\n"
 
 
 @pytest.fixture(scope="module")

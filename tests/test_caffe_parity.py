@@ -31,7 +31,7 @@ from engine_helpers import randomize, rel_error
 
 caffe = caffe_backend.pycaffe()
 pytestmark = pytest.mark.skipif(caffe is None, reason="needs real pycaffe: "
-                                f"{caffe_backend._probe()[1]}")
+                                f"{caffe_backend.unavailable_reason()}")
 
 NO_DROPOUT = dataclasses.replace(REFERENCE, dropout=False)
 WIDTH = 1 / 16
