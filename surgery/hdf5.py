@@ -68,7 +68,7 @@ def check_superblock(path: Path) -> None:
     if len(head) < at + 32:
         raise FcnkitError(f"{path}: truncated HDF5 file ({size} bytes)")
     base, _, eof, fourth = struct.unpack_from("<4Q", head, at)
-    if base > size or eof == UNDEFINED or base + eof > size:
+    if base > size or eof == UNDEFINED or base + eof > size or eof < at + 32:
         raise FcnkitError(f"{path}: truncated or corrupt HDF5 file: its superblock says "
                           f"{eof} bytes, the file has {size}")
     if version in (0, 1) and fourth != UNDEFINED:  # driver-info block: 16-byte header + info
