@@ -68,17 +68,18 @@ def make_layer(cls: type, name: str) -> Any:
     """The layer object for python_param's class, refused where Caffe refuses it.
 
     Raises FcnkitTypeError naming `name` (python_param's module.layer) when the class derives
-    from neither caffe.Layer nor fcnkit's Layer (Caffe's factory cannot extract a PythonLayer).
-    A caffe.Layer subclass is made without caffe.Layer's C++ constructor, which needs a C++
-    LayerParameter; one with its own __init__ is refused for the same reason.
+    from neither caffe.Layer nor fcnkit's Layer. Caffe prints a TypeError there ("X() takes no
+    arguments", or "No registered converter ... shared_ptr<caffe::PythonLayer<float> >") and
+    caffe.Net then raises SystemError ("returned NULL without setting an exception"); the
+    TypeError is the one that says what is wrong. A caffe.Layer subclass is made without
+    caffe.Layer's C++ constructor, which needs a C++ LayerParameter; one with its own
+    __init__ is refused for the same reason.
     """
     bases = layer_bases()
     if not (isinstance(cls, type) and issubclass(cls, bases)):
         raise FcnkitTypeError(
             f"python_param {name} is not a Python layer class: derive it from caffe.Layer (or "
-            f"solvers.engine.pylayer.Layer without pycaffe); Caffe refuses it with 'No registered "
-            f"converter was able to produce a C++ rvalue of type "
-            f"boost::shared_ptr<caffe::PythonLayer<float> >'")
+            f"solvers.engine.pylayer.Layer without pycaffe), as Caffe requires")
     if issubclass(cls, Layer):
         return cls(LayerParameter())
     caffe_layer = bases[1]
