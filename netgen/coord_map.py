@@ -248,15 +248,14 @@ def crop_offsets(m: CoordMap, what: str) -> tuple[int, list[int]]:
     Raises FcnkitAssertionError (an AssertionError, as pycaffe's crop) for a scale other than 1,
     a negative or a fractional offset.
     """
+    scales, offsets = ", ".join(map(str, m.scale)), ", ".join(str(-b) for b in m.shift)
     if any(a != 1 for a in m.scale):
-        raise FcnkitAssertionError(f"cannot crop {what}: scale mismatch (scale {', '.join(map(str, m.scale))}, "
-                          "must be 1)")
+        raise FcnkitAssertionError(f"cannot crop {what}: scale mismatch (scale {scales}, must be 1)")
     if any(b > 0 for b in m.shift):
-        raise FcnkitAssertionError(f"cannot crop {what}: negative offset {', '.join(str(-b) for b in m.shift)}"
-                          " (the first blob starts inside the second)")
+        raise FcnkitAssertionError(f"cannot crop {what}: negative offset {offsets} "
+                                   "(the first blob starts inside the second)")
     if any(b.denominator != 1 for b in m.shift):
-        raise FcnkitAssertionError(f"cannot crop {what}: non-integer offset "
-                          f"{', '.join(str(-b) for b in m.shift)}")
+        raise FcnkitAssertionError(f"cannot crop {what}: non-integer offset {offsets}")
     axis = 1 if m.axis is None else m.axis
     return axis + 1, [int(-b) for b in m.shift]
 
