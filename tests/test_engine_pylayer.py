@@ -64,6 +64,9 @@ FACTS = {
     "del copy[0]": (OK, 1),
     "copy[0] = 5": (RAISES, "TypeError"),     # "Invalid assignment"
     "copy[0] = blob": (OK, 2),
+    "copy[0:1] = top": (OK, 3),               # a sequence is read by len() and indexing
+    "copy[0:1] = [5]": (RAISES, "TypeError"), # "Invalid sequence element"
+    "copy[0:1] = 5": (RAISES, "AttributeError"),  # no __len__
     "top[1].data = x": (RAISES, "AttributeError"),   # data/diff are read-only properties
     "top[1].diff = x": (RAISES, "AttributeError"),
     "top[1].reshape(2, 3)": (OK, (2, 3)),

@@ -137,13 +137,15 @@ class _Vector:
 
     def __setitem__(self, i: Any, value: Any) -> None:
         if isinstance(i, slice):
+            part = self._range(i)
             if self._accepts(value):
-                self._items[self._range(i)] = [value]
+                self._items[part] = [value]
                 return
-            values = list(value) if isinstance(value, Iterable) else [value]
+            # otherwise a sequence, read by __len__ and indexing (so another vector will do)
+            values = [value[k] for k in range(value.__len__())]
             if not all(self._accepts(v) for v in values):
                 raise TypeError("Invalid sequence element")
-            self._items[self._range(i)] = values
+            self._items[part] = values
             return
         if not self._accepts(value):
             raise TypeError("Invalid assignment")
