@@ -31,7 +31,7 @@ import torch
 from netgen.fileio import atomic_write, check_writable, write_text_atomic
 from netgen.geometry import where
 
-from .export_onnx import ExportError, Overrides, _preprocessing, _version_names, load_net
+from .export_onnx import ExportError, Overrides, _preprocessing, load_net
 
 HELPERS = '''
 def _caffe_pool(x, method, kernel, stride, pad, ceil):
@@ -362,7 +362,16 @@ def generate(deploy: str | os.PathLike, weights: str | os.PathLike | Mapping,
     """(module source, state_dict) for `deploy` (TEST phase) with `weights`."""
     net = load_net(deploy, weights)
     layers = list(net.net_param.layer)
-    names = [[ident(n) for n in version] for version in _version_names(layers)]
+    # one variable per Caffe blob, reassigned by in-place layers as Caffe overwrites the blob
+    variables: dict[str, str] = {}
+    for lp in layers:
+        for top in lp.top:
+            if top not in variables:
+                name = ident(top)
+                while name in variables.values():
+                    name += "_"
+                variables[top] = name
+    names = [[variables[t] for t in lp.top] for lp in layers]
     src = Source(net)
     current: dict[str, str] = {}
     shapes = {name: tuple(blob.shape) for name, blob in net.blobs.items()}
