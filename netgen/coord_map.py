@@ -228,16 +228,21 @@ def top_coord_map(top_from: Top, top_to: Top) -> CoordMap:
     return walk_between(top_from, top_to, producer, describe)
 
 
-def coord_map_from_to(top_from: Top, top_to: Top) -> tuple[int | None, np.ndarray, np.ndarray]:
+def coord_map_from_to(top_from: Top, top_to: Top
+                      ) -> tuple[int | None, np.ndarray | float, np.ndarray | float]:
     """(axis, scale, shift) from top_from's coordinates to top_to's, as pycaffe returns it.
 
-    axis: the last non-spatial axis (1 for N, C, H, W), None for a pointwise-only path.
-    scale, shift: float64 arrays, y = scale * x + shift, one entry per spatial axis when the
-    axes differ and one shared entry when they agree (pycaffe's length with scalar kernel
-    sizes); compare and compute with them as with pycaffe's (`a == 1`, `b - pad`).
-    Raises FcnkitRuntimeError (a RuntimeError, as pycaffe) when no spatial path joins the tops.
+    axis: the last non-spatial axis (1 for N, C, H, W). scale, shift: y = scale * x + shift,
+    float64 arrays with one entry per spatial axis when the axes differ and one shared entry
+    when they agree (pycaffe's length with scalar kernel sizes; pycaffe keeps n equal entries
+    for a list of n equal sizes); compare and compute with them as with pycaffe's (`a == 1`,
+    `b - pad`). A path of pointwise layers only gives (None, 1.0, 0.0), plain floats, as pycaffe.
+    Raises FcnkitRuntimeError (a RuntimeError, as pycaffe) when no spatial path joins the tops,
+    FcnkitValueError (numpy's ValueError in pycaffe) for per-axis values of different counts.
     """
     m = top_coord_map(top_from, top_to)
+    if m.axis is None:
+        return None, float(m.scale[0]), float(m.shift[0])
     scale, shift = broadcast(m.scale, m.shift)
     return m.axis, np.array(scale, dtype=np.float64), np.array(shift, dtype=np.float64)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import FcnkitError
+from .errors import FcnkitError, FcnkitValueError
 from .proto import caffe_pb2
 
 Vec = tuple[int, ...]
@@ -45,7 +45,8 @@ def broadcast(*vecs: tuple) -> list[tuple]:
     """Stretch length-1 tuples to the common length; other lengths must agree."""
     n = max(len(v) for v in vecs)
     if any(len(v) not in (1, n) for v in vecs):
-        raise FcnkitError(f"spatial values of different lengths {[len(v) for v in vecs]} cannot be combined")
+        raise FcnkitValueError(f"spatial values of different lengths {[len(v) for v in vecs]} "
+                               "cannot be combined")   # numpy's ValueError in pycaffe's coord_map
     return [v * n if len(v) == 1 else v for v in vecs]
 
 

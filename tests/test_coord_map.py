@@ -284,6 +284,13 @@ def test_coord_map_from_to_returns_pycaffes_arrays(pool, dstride, pad, dpad, shi
     assert a == 1 and b == shift and b - pad == shift - pad   # comparable, usable in arithmetic
 
 
+def test_a_pointwise_path_maps_by_plain_floats():
+    n = _coord_net()
+    n.relu = L.ReLU(n.deconv)
+    assert coord_map_from_to(n.relu, n.deconv) == (None, 1.0, 0.0)
+    assert all(type(v) is float for v in coord_map_from_to(n.deconv, n.deconv)[1:])
+
+
 def test_anisotropic_map_has_one_entry_per_axis():
     def deconv_to_data(n):
         return coord_map_from_to(n.deconv, n.data)
@@ -312,6 +319,17 @@ def test_crop_of_crop_adds_its_offset():
     n.crop = L.Crop(n.deconv, n.data, axis=2, offset=6)
     ax, a_crop, b_crop = coord_map_from_to(n.crop, n.data)
     assert ax == 1 and a_crop == a and b_crop == b + 6
+
+
+def test_axes_of_different_counts_raise_value_error():
+    """pycaffe multiplies the per-axis numpy arrays: lengths 2 and 3 do not broadcast."""
+    n = NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 1, 20, 20, 20]))
+    n.a = L.Convolution(n.data, num_output=1, kernel_size=[3, 5], stride=[1, 2])
+    n.b = L.Convolution(n.a, num_output=1, kernel_size=[3, 3, 3], pad=[0, 1, 2])
+    with pytest.raises(ValueError, match="different lengths") as e:
+        coord_map_from_to(n.b, n.data)
+    assert isinstance(e.value, FcnkitError)
 
 
 def test_unconnected_tops_raise_runtime_error():
