@@ -12,6 +12,7 @@ The CLI prints the per-class table and writes the row-normalised confusion matri
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -26,7 +27,8 @@ from netgen.errors import FcnkitError, cli_entry
 from netgen.fileio import atomic_write, write_text_atomic
 from solvers.cliargs import Parser
 from solvers.data.classes import CLASS_NAMES, class_names
-from solvers.data.labels import out_of_range, score_warnings, warn
+from solvers.data.labels import label_map as label_map_check
+from solvers.data.labels import out_of_range, remap, score_warnings, warn
 from solvers.data.readers import read_index_png
 
 VOID = 255
@@ -213,10 +215,12 @@ def _unmatched(names: set[str], where: Path) -> str:
 
 
 def score_dirs(pred_dir: str | Path, gt_dir: str | Path, n_classes: int,
-               ignore_label: int | None = VOID) -> np.ndarray:
+               ignore_label: int | None = VOID,
+               label_map: dict[int, int] | None = None) -> np.ndarray:
     """Confusion histogram of every PRED_DIR/x.png against GT_DIR/x.png (index PNGs).
     Ground truth labels outside 0..n_classes-1 (not ignored) are counted and reported on
     stderr, never scored as a class; so are classes the ground truth never holds.
+    label_map: {raw ground truth value: class} applied before scoring (e.g. {255: 1}).
 
     Every prediction needs its ground truth; the ground truth folder may hold more files (VOC's
     SegmentationClass holds every split). Each pair must have the same size.
@@ -230,7 +234,7 @@ def score_dirs(pred_dir: str | Path, gt_dir: str | Path, n_classes: int,
     hist = np.zeros((n_classes, n_classes), dtype=np.int64)
     unscored: dict[str, int] = {}  # ground truth file -> pixels outside the classes, not ignored
     for stem in tqdm(sorted(preds), desc="scoring", unit="img", disable=None):
-        gt = read_index_png(gts[stem], "ground truth")
+        gt = remap(read_index_png(gts[stem], "ground truth"), label_map)
         pred = read_index_png(preds[stem], "prediction")
         if gt.shape != pred.shape:
             raise FcnkitError(f"{preds[stem]} is {pred.shape[1]}x{pred.shape[0]} but "
@@ -243,9 +247,22 @@ def score_dirs(pred_dir: str | Path, gt_dir: str | Path, n_classes: int,
         if bad:
             unscored[str(gts[stem])] = bad
     where = f"ground truth {gt_dir}" + (f" (e.g. {next(iter(unscored))})" if unscored else "")
-    for message in score_warnings(hist, where, sum(unscored.values())):
+    for message in score_warnings(hist, where, sum(unscored.values()), CLI_HINT):
         warn(message)
     return hist
+
+
+CLI_HINT = "remap raw values with --label-map, e.g. --label-map 255:1 for masks saved as 0/255"
+
+
+def parse_label_map(text: str) -> dict[int, int]:
+    """"255:1" or "38:1,75:2" -> {raw value: class}, values 0..255."""
+    try:
+        pairs = [item.split(":") for item in text.split(",")]
+        return label_map_check({int(raw): int(cls) for raw, cls in pairs})
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected RAW:CLASS pairs of 0..255 separated by "
+                                         f"commas, got {text!r} ({e})") from None
 
 
 @cli_entry
@@ -259,13 +276,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--classes", type=int, required=True, help="number of classes")
     ap.add_argument("--names", choices=sorted(CLASS_NAMES), help="class name list")
     ap.add_argument("--ignore", type=int, default=VOID, help="ignored label (255)")
+    ap.add_argument("--label-map", type=parse_label_map, metavar="RAW:CLASS,...",
+                    help="remap ground truth values before scoring, e.g. 255:1 for binary "
+                    "masks saved as 0/255")
     ap.add_argument("--out", help="folder for confusion.png, scores.json and scores.csv "
                     "(default: PRED_DIR/scores)")
     a = ap.parse_args(argv)
     if not 1 <= a.classes <= 256:
         raise FcnkitError(f"--classes must be 1..256, got {a.classes}")
     names = class_names(a.names, a.classes) if a.names else None
-    hist = score_dirs(a.pred_dir, a.gt_dir, a.classes, a.ignore)
+    hist = score_dirs(a.pred_dir, a.gt_dir, a.classes, a.ignore, a.label_map)
     m = metrics(hist)
     print(format_table(m, names))
     print(f"{'images scored':<23}{len(_png_stems(Path(a.pred_dir), 'prediction')):>6}")

@@ -281,3 +281,24 @@ def test_score_counts_out_of_range_ground_truth(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "1 ground truth pixels hold labels outside 0..2 and not void 255" in err
     assert "class(es) 2 of 0..2 never occur in the scored ground truth labels" in err
+
+
+def test_score_label_map_scores_0_255_masks_as_two_classes(tmp_path, capsys):
+    from solvers.score import main
+
+    gt = CASES / "binary-masks-0-255" / "SegmentationClass"
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for f in sorted(gt.glob("*.png")):
+        Image.fromarray((np.array(Image.open(f)) == 255).astype(np.uint8)).save(pred / f.name)
+    assert main([str(pred), str(gt), "--classes", "2", "--out", str(tmp_path / "s")]) == 0
+    out, err = capsys.readouterr()
+    assert "hold only class 0 and void 255" in err and "--label-map 255:1" in err
+    assert main([str(pred), str(gt), "--classes", "2", "--label-map", "255:1",
+                 "--out", str(tmp_path / "s")]) == 0
+    out, err = capsys.readouterr()
+    assert "warning" not in err
+    mean_iu = [line.split()[-1] for line in out.splitlines() if line.startswith("mean IU")]
+    assert mean_iu == ["100.00"]  # both classes, each predicted exactly
+    with pytest.raises(SystemExit):
+        main([str(pred), str(gt), "--classes", "2", "--label-map", "255:300"])

@@ -86,20 +86,20 @@ def check_range(label: np.ndarray, n_classes: int, path: Path | str) -> None:
 
 
 def dataset_warnings(present: Iterable[int], n_classes: int, where: str, source: str,
-                     complete: bool) -> list[str]:
+                     complete: bool, hint: str = HINT) -> list[str]:
     """Warnings about the classes present in `source` (e.g. "the 12 label maps read"; void
     excluded): only 0 (masks saved as 0/255?) and, when `complete` (all of the data set's
-    labels were seen), classes that never occur."""
+    labels were seen), classes that never occur. `hint` says how to remap labels."""
     seen = sorted(set(int(v) for v in present) - {VOID})
     if seen == [0] and n_classes > 1:
         return [f"{where}: {source} hold only class 0 and void {VOID}: every foreground pixel "
                 f"is ignored and the net learns background only (binary masks saved as "
-                f"0/255?); {HINT}"]
+                f"0/255?); {hint}"]
     missing = [c for c in range(n_classes) if c not in seen] if complete else []
     if missing:
         return [f"{where}: class(es) {', '.join(map(str, missing))} of 0..{n_classes - 1} never "
                 f"occur in {source}: their IU is undefined; check the class count and the "
-                f"label values, or {HINT}"]
+                f"label values, or {hint}"]
     return []
 
 
@@ -149,16 +149,17 @@ def check_net_labels(net: Any, definition: Any, where: str) -> list[str]:
     return found
 
 
-def score_warnings(hist: np.ndarray, where: str, out_of_range: int = 0) -> list[str]:
+def score_warnings(hist: np.ndarray, where: str, out_of_range: int = 0,
+                   hint: str = HINT) -> list[str]:
     """Warnings about scored ground truth (confusion histogram rows = true classes): labels
     outside the classes that were left out, only class 0 present, classes never present."""
     hist = np.asarray(hist)
     out = []
     if out_of_range:
         out.append(f"{where}: {out_of_range} ground truth pixels hold labels outside "
-                   f"0..{len(hist) - 1} and not void {VOID}; they were not scored")
+                   f"0..{len(hist) - 1} and not void {VOID}; they were not scored; {hint}")
     present = np.flatnonzero(hist.sum(1))
     if present.size:
         out += dataset_warnings(present.tolist(), len(hist), where,
-                                "the scored ground truth labels", True)
+                                "the scored ground truth labels", True, hint)
     return out
