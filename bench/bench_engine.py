@@ -1,38 +1,42 @@
 """Speed and memory of fcnkit's PyTorch engine on full-width FCN-8s (VOC, 21 classes); run by hand.
 
-    python bench/bench_engine.py                   # CPU: ~3-5 min on 2 cores
+    python bench/bench_engine.py                   # CPU: all sections, ~15-40 min on 2 cores
+    python bench/bench_engine.py --sections forward --reps 5
     python bench/bench_engine.py --device cuda     # GPU: forward + train at 500x500 and 2048x1024
-    python bench/bench_engine.py --sections memory --mem-sizes 768x384,1448x724
 
-Sections (every measurement runs in a child process of its own, so its peak RSS is its own and
-a child that outgrows memory is killed without taking the bench down):
-  forward  deploy net, TEST phase: engine images/s beside OpenCV DNN (readNetFromCaffe of the
-           same deploy.prototxt + caffemodel, DNN_TARGET_CPU, same thread count), and the max
-           relative difference of the two `score` outputs.
-  train    the train net fed by Input layers (`netgen generate voc-fcn8s --data input`: data
-           and label are Input tops; loss SoftmaxWithLoss, normalize false), iterated as the
-           solver does (clear_param_diffs, then forward_backward).
-  memory   CPU only: one forward_backward per --mem-sizes size; then a least-squares fit
-           peak RSS = a + b * pixels (pixels = input H * W) over these and the train rows,
-           beside Caffe's reported 2.8 GB + 0.0135 MB/pixel. A size the fit so far predicts
-           above the limit (--mem-limit-gib, capped at MemAvailable - 0.5 GiB) is skipped; a
-           child whose RSS passes the limit is killed and reported as such.
+Sections (each runs in child processes; timings are interleaved inside one child, one call
+of every variant per round, so load from other work on the machine hits all variants alike
+and the ratios hold where the absolute times do not):
+  forward  deploy net, TEST phase, in rounds over: the engine in float32 (plain and
+           channels-last layout) and under amp bf16 (channels-last, the default there, and
+           plain); the same FCN-8s written straight in PyTorch (bench/plain_fcn8s.py) in
+           float32 NCHW, float32 channels-last and bf16 channels-last (the ceilings); OpenCV
+           DNN (readNetFromCaffe, DNN_TARGET_CPU, same thread count) and pycaffe in CPU mode
+           when it imports. max rel diff: each `score` against OpenCV's (plain stacks: against
+           the engine's float32).
+  train    forward + backward as the solver iterates (clear_param_diffs, forward_backward) of
+           the train net fed by Input layers (`netgen generate voc-fcn8s --data input`;
+           SoftmaxWithLoss, normalize false), engine float32 and bf16 beside the plain stacks
+           (summed cross-entropy, bf16 stack trained in bf16 outright), interleaved.
+  memory   CPU only: one forward_backward of the engine per --mem-sizes size and precision,
+           each in a child of its own (peak RSS is that run's); a least-squares fit of the
+           float32 rows, peak RSS = a + b * pixels, beside Caffe's reported 2.8 GB + 0.0135
+           MB/pixel. A size the fit so far predicts above the limit (--mem-limit-gib, capped
+           at MemAvailable - 0.5 GiB) is skipped; a child passing the limit is killed.
+  load     CPU only: fp32 forward_backward of the engine and of the plain NCHW stack, alone
+           and beside one CPU-bound process (a Python busy loop), round by round, under
+           fcnkit's OpenMP wait policy (PASSIVE, solvers/__init__.py) and libgomp's default.
 
 Table columns:
-  section, impl     what ran: `engine` is solvers.engine.Net, `opencv` is cv2.dnn.
-  device, size      where, and the input height x width (batch 1).
-  threads           torch.set_num_threads = cv2.setNumThreads (default: the usable cores).
-  reps              timed iterations, after the untimed warm-up ones.
-  images/s, s/image over the timed iterations (batch 1: images = iterations).
-  RSS base          resident memory once the net and its random weights exist (GiB = 2^30 B).
-  peak RSS 1 it     process peak RSS (ru_maxrss) at the end of the child's first iteration
-                    (warm-up or timed): one pass on a fresh net — what the fit uses.
-  peak RSS          process peak RSS at the end of the child (all iterations: the steady state;
-                    forward rows: includes the OpenCV net, which loads after the engine's
-                    warm-up, so the engine's own figure is `peak RSS 1 it`).
+  impl              engine fp32 / fp32 CL / bf16 / bf16 NCHW (solvers.engine.Net; CL =
+                    channels_last), plain ... (bench/plain_fcn8s.py), opencv, pycaffe.
+  size, threads     input height x width (batch 1); torch.set_num_threads = cv2.setNumThreads.
+  reps              timed rounds (after one untimed round).
+  s/image           mean seconds per call; ratio: to the engine's float32 in the same child.
+  RSS base          memory rows: resident memory once the net and its weights exist (GiB).
+  peak RSS 1 it     memory rows: process peak RSS (ru_maxrss) after the one forward_backward.
   CUDA peak 1 it, CUDA peak
                     torch.cuda.max_memory_allocated over the first iteration / the worst one.
-  max rel diff      forward rows: max|engine - cv2| / max|cv2| over the score blob.
 Weights are random and the same in every child (seeded torch normal at He scale, biases
 N(0, 0.01), Deconvolution kernels bilinear as FCN's `interp`); the input is a seeded uniform
 image minus the VOC mean, labels uniform over the 21 classes with 5% void (255).
@@ -60,8 +64,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402
+import torch  # noqa: E402  (before solvers: a worker keeps the OMP_WAIT_POLICY it was given)
 from tqdm import tqdm  # noqa: E402
+
+# the policy libgomp read when torch loaded; importing solvers sets PASSIVE only if unset
+OMP_POLICY = os.environ.get("OMP_WAIT_POLICY", "unset (libgomp default)")
 
 from netgen.errors import FcnkitError, cli_entry  # noqa: E402
 from netgen.presets import VOC_MEAN  # noqa: E402
@@ -70,13 +77,13 @@ from solvers.engine import Net  # noqa: E402
 MODEL = "voc-fcn8s"
 GIB = 2 ** 30
 CAFFE_FIT = (2.8, 0.0135)  # Caffe training FCN-8s: GB + MB per input pixel (reported figure)
-SECTIONS = ("forward", "train", "memory")
+SECTIONS = ("forward", "train", "memory", "load")
 # per-device defaults: the CPU run must fit in ~10 minutes on 2 cores
 DEFAULTS = {
-    "cpu": dict(sections=["forward", "train", "memory"], sizes=[(500, 500)], warmup=1, reps=2,
-                opencv_reps=2, train_warmup=0, train_reps=2),
-    "cuda": dict(sections=["forward", "train"], sizes=[(500, 500), (2048, 1024)], warmup=2,
-                 reps=10, opencv_reps=1, train_warmup=1, train_reps=5),
+    "cpu": dict(sections=["forward", "train", "memory", "load"], sizes=[(500, 500)], reps=3,
+                opencv_reps=1, train_reps=2),
+    "cuda": dict(sections=["forward", "train"], sizes=[(500, 500), (2048, 1024)],
+                 reps=10, opencv_reps=1, train_reps=5),
 }
 
 
@@ -165,52 +172,112 @@ def _once(step, device: str, peaks: _Peaks) -> float:
     return time.perf_counter() - t0
 
 
+def _variant_net(job: dict, phase: str, base: Net | None, amp: str | None,
+                 channels_last: bool | None) -> Net:
+    """An engine net of the job's model sharing `base`'s Params (one set of float32 weights
+    and one half copy for every engine variant), or the first one with random weights."""
+    net = Net(job["deploy" if phase == "TEST" else "train"], phase, device=job["device"],
+              amp=amp, channels_last=channels_last)
+    if base is None:
+        randomize(net, job["seed"])
+    else:
+        net.share_weights(base)
+    return net
+
+
+def _plain_steps(job: dict, net: Net, img: np.ndarray, label: np.ndarray | None) -> dict:
+    """The plain-PyTorch FCN-8s (bench/plain_fcn8s.py) on `net`'s weights: fp32 NCHW, fp32
+    channels-last and bf16 channels-last (weights cast once, no autocast), forward (label None)
+    or forward + backward of the summed cross-entropy (SoftmaxWithLoss, normalize false)."""
+    import torch.nn.functional as F
+    from plain_fcn8s import fcn8s, weights_of
+    dev = job["device"]
+    steps = {}
+    for name, dtype, cl in (("plain fp32", torch.float32, False),
+                            ("plain fp32 CL", torch.float32, True),
+                            ("plain bf16 CL", torch.bfloat16, True)):
+        w = weights_of(net, dtype, cl, requires_grad=label is not None)
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        x = torch.from_numpy(img).to(dev, dtype).contiguous(memory_format=fmt)
+        if label is None:
+            def step(w=w, x=x):
+                with torch.no_grad():
+                    return fcn8s(w, x)
+        else:
+            target = torch.from_numpy(label[:, 0]).to(dev).long()
+
+            def step(w=w, x=x, target=target):
+                for wb in w.values():
+                    for t in wb:
+                        if t is not None:
+                            t.grad = None
+                score = fcn8s(w, x)
+                F.cross_entropy(score.float(), target, ignore_index=255, reduction="sum").backward()
+        steps[name] = step
+    return steps
+
+
+ENGINE_VARIANTS = (("engine fp32", None, False), ("engine fp32 CL", None, True),
+                   ("engine bf16", "bf16", None), ("engine bf16 NCHW", "bf16", False))
+
+
+def _interleaved(steps: dict, rounds: int, device: str, desc: str) -> dict[str, float]:
+    """Mean seconds per call of each step over `rounds` rounds, one call of every step per
+    round (after one untimed round): load on the machine hits all steps alike."""
+    peaks = _Peaks(device)
+    for fn in tqdm(steps.values(), desc=f"{desc} warm-up", leave=False, position=1):
+        _once(fn, device, peaks)
+    seconds = {name: 0.0 for name in steps}
+    for _ in tqdm(range(rounds), desc=desc, leave=False, position=1):
+        for name, fn in steps.items():
+            seconds[name] += _once(fn, device, peaks)
+    return {name: t / max(rounds, 1) for name, t in seconds.items()}
+
+
 def _forward_job(job: dict) -> list[dict]:
-    """Engine forward (TEST phase) and, unless opencv_reps is 0, OpenCV on the same weights and
-    image. The timed reps alternate between the two so that other load on the machine slows
-    both alike; the engine's base and first-iteration RSS are taken before OpenCV loads."""
+    """Forward (TEST phase) of every variant, interleaved: the engine in float32 and bf16,
+    plain and channels-last; the plain-PyTorch stacks; OpenCV DNN and pycaffe (when it
+    imports) on the same weights and image. max rel diff: each `score` against OpenCV's (the
+    plain stacks against the engine's float32)."""
     h, w = job["size"]
     dev = job["device"]
-    net = Net(job["deploy"], "TEST", device=dev)
-    randomize(net, job["seed"])
-    base = _rss_now()
     img, _ = _inputs(h, w, job["seed"])
-    net.blobs["data"].reshape(1, 3, h, w)
-
-    def step():
-        net.blobs["data"].data[...] = img
-        net.forward()
-
-    peaks = _Peaks(dev)
-    _timed(step, job["warmup"], "engine warm-up", dev, peaks)
-    steps = [("engine", dev, step, peaks, job["reps"])]
-    cv_step = None
-    if job["opencv_reps"]:
-        cv_step, outs = _opencv(job, net, img)
-        cv_peaks = _Peaks("cpu")
-        _timed(cv_step, min(job["warmup"], 1), "opencv warm-up", "cpu", cv_peaks)
-        steps.append(("opencv", "cpu", cv_step, cv_peaks, job["opencv_reps"]))
-    seconds = {name: 0.0 for name, *_ in steps}
-    for i in tqdm(range(max(n for *_, n in steps)), desc=f"forward {h}x{w}", leave=False,
-                  position=1):
-        for name, device, fn, pk, n in steps:
-            if i < n:
-                seconds[name] += _once(fn, device, pk)
-    ours = net.blobs["score"].data.copy()
-    rows = [dict(impl="engine", device=dev, seconds=seconds["engine"] / max(job["reps"], 1),
-                 reps=job["reps"], rss_base=base, **peaks.result())]
-    if cv_step is not None:
-        ref = outs[0]
-        diff = float(np.abs(ours - ref).max() / max(float(np.abs(ref).max()), 1e-30))
-        rows[0]["rel_diff"] = diff
-        rows.append(dict(impl="opencv", device="cpu", reps=job["opencv_reps"], rel_diff=diff,
-                         seconds=seconds["opencv"] / job["opencv_reps"], rss_peak=_rss_peak()))
+    nets: dict[str, Net] = {}
+    for name, amp, cl in ENGINE_VARIANTS:
+        nets[name] = _variant_net(job, "TEST", next(iter(nets.values()), None), amp, cl)
+        nets[name].blobs["data"].reshape(1, 3, h, w)
+    steps = {}
+    for name, net in nets.items():
+        def step(net=net):
+            net.blobs["data"].data[...] = img
+            return net.forward()["score"]
+        steps[name] = step
+    base = nets["engine fp32"]
+    steps.update(_plain_steps(job, base, img, None))
+    outs: dict[str, np.ndarray] = {}
+    if job["opencv_reps"] and dev == "cpu":
+        steps["opencv"] = _opencv(job, base, img, outs)
+        caffe_step = _pycaffe(job, img, outs)
+        if caffe_step is not None:
+            steps["pycaffe"] = caffe_step
+    seconds = _interleaved(steps, job["reps"], dev, f"forward {h}x{w}")
+    ref = outs.get("opencv")
+    scores = {}
+    for name, fn in steps.items():
+        out = fn() if name not in ("opencv", "pycaffe") else outs[name]
+        scores[name] = out.detach().float().cpu().numpy() if torch.is_tensor(out) else np.asarray(out)
+    rows = []
+    for name in steps:
+        against = scores["engine fp32"] if name.startswith("plain") or ref is None else ref
+        diff = float(np.abs(scores[name] - against).max() / max(float(np.abs(against).max()), 1e-30))
+        rows.append(dict(impl=name, device="cpu" if name in ("opencv", "pycaffe") else dev,
+                         seconds=seconds[name], reps=job["reps"], rel_diff=diff))
     return rows
 
 
-def _opencv(job: dict, net: Net, img: np.ndarray):
+def _opencv(job: dict, net: Net, img: np.ndarray, outs: dict):
     """OpenCV DNN (CPU target) reading the deploy prototxt and `net`'s weights saved as a
-    caffemodel; returns its forward step and the list its last score lands in."""
+    caffemodel; its forward step stores `score` in outs["opencv"]."""
     import cv2
     weights = Path(job["tmp"]) / f"{MODEL}-seed{job['seed']}.caffemodel"
     if not weights.exists():
@@ -218,39 +285,109 @@ def _opencv(job: dict, net: Net, img: np.ndarray):
     cv = cv2.dnn.readNetFromCaffe(job["deploy"], str(weights))
     cv.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     cv.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
-    outs: list[np.ndarray] = []
 
     def step():
         cv.setInput(img)
-        outs[:] = [cv.forward("score")]
+        outs["opencv"] = cv.forward("score")
 
-    return step, outs
+    return step
 
 
-def _train_job(job: dict) -> list[dict]:
-    h, w = job["size"]
-    dev = job["device"]
-    net = Net(job["train"], "TRAIN", device=dev)
-    randomize(net, job["seed"])
-    base = _rss_now()
-    img, label = _inputs(h, w, job["seed"])
-    net.blobs["data"].reshape(1, 3, h, w)
-    net.blobs["label"].reshape(1, 1, h, w)
-    losses = []
+def _pycaffe(job: dict, img: np.ndarray, outs: dict):
+    """pycaffe (CPU mode) on the same files, or None when it does not import."""
+    try:
+        import caffe
+    except ImportError:
+        return None
+    caffe.set_mode_cpu()
+    net = caffe.Net(job["deploy"], str(Path(job["tmp"]) / f"{MODEL}-seed{job['seed']}.caffemodel"),
+                    caffe.TEST)
+    net.blobs["data"].reshape(*img.shape)
 
     def step():
         net.blobs["data"].data[...] = img
-        net.blobs["label"].data[...] = label
-        net.clear_param_diffs()
-        losses.append(net.forward_backward())
+        net.forward()
+        outs["pycaffe"] = net.blobs["score"].data.copy()
 
-    peaks = _Peaks(dev)
-    _timed(step, job["warmup"], "train warm-up", dev, peaks)
-    sec = _timed(step, job["reps"], f"forward_backward {h}x{w}", dev, peaks)
-    if not all(math.isfinite(x) for x in losses):
-        raise FcnkitError(f"non-finite loss {losses}")
-    return [dict(impl="engine", device=dev, seconds=sec, reps=job["reps"], rss_base=base,
-                 loss=losses[-1], **peaks.result())]
+    return step
+
+
+def _train_steps(job: dict, nets: dict[str, Net], img: np.ndarray, label: np.ndarray) -> dict:
+    steps = {}
+    for name, net in nets.items():
+        def step(net=net):
+            net.blobs["data"].data[...] = img
+            net.blobs["label"].data[...] = label
+            net.clear_param_diffs()
+            loss = net.forward_backward()
+            if not math.isfinite(loss):
+                raise FcnkitError(f"{name}: non-finite loss {loss}")
+        steps[name] = step
+    return steps
+
+
+def _train_nets(job: dict, variants) -> dict[str, Net]:
+    h, w = job["size"]
+    nets: dict[str, Net] = {}
+    for name, amp, cl in variants:
+        net = _variant_net(job, "TRAIN", next(iter(nets.values()), None), amp, cl)
+        net.blobs["data"].reshape(1, 3, h, w)
+        net.blobs["label"].reshape(1, 1, h, w)
+        nets[name] = net
+    return nets
+
+
+def _train_job(job: dict) -> list[dict]:
+    """forward_backward as the solver iterates (clear_param_diffs, forward_backward) of the
+    engine variants (job["variants"]: names from ENGINE_VARIANTS) and, with job["plain"], the
+    plain stacks, interleaved. With one variant and no plain stacks this is a memory run: the
+    child's peak RSS is that variant's."""
+    h, w = job["size"]
+    img, label = _inputs(h, w, job["seed"])
+    variants = [v for v in ENGINE_VARIANTS if v[0] in job["variants"]]
+    nets = _train_nets(job, variants)
+    base = _rss_now()
+    steps = _train_steps(job, nets, img, label)
+    if job.get("plain"):
+        steps.update(_plain_steps(job, next(iter(nets.values())), img, label))
+    if len(steps) == 1:
+        (name, step), = steps.items()
+        peaks = _Peaks(job["device"])
+        _timed(step, job["warmup"], "train warm-up", job["device"], peaks)
+        sec = _timed(step, job["reps"], f"forward_backward {h}x{w}", job["device"], peaks)
+        return [dict(impl=name, device=job["device"], seconds=sec, reps=job["reps"],
+                     rss_base=base, **peaks.result())]
+    seconds = _interleaved(steps, job["reps"], job["device"], f"forward_backward {h}x{w}")
+    return [dict(impl=name, device=job["device"], seconds=t, reps=job["reps"])
+            for name, t in seconds.items()]
+
+
+def _load_job(job: dict) -> list[dict]:
+    """fp32 forward_backward of the engine and of the plain NCHW stack, alone and beside one
+    CPU-bound process (a Python busy loop), interleaved round by round; rows give the mean
+    seconds of each condition and the slowdown ratio."""
+    h, w = job["size"]
+    img, label = _inputs(h, w, job["seed"])
+    nets = _train_nets(job, ENGINE_VARIANTS[:1])
+    steps = _train_steps(job, nets, img, label)
+    steps["plain fp32"] = _plain_steps(job, nets["engine fp32"], img, label)["plain fp32"]
+    peaks = _Peaks("cpu")
+    for fn in steps.values():
+        _once(fn, "cpu", peaks)
+    seconds = {(name, busy): 0.0 for name in steps for busy in (False, True)}
+    for _ in tqdm(range(job["reps"]), desc=f"under load {h}x{w}", leave=False, position=1):
+        for busy in (False, True):
+            hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+            try:
+                for name, fn in steps.items():
+                    seconds[name, busy] += _once(fn, "cpu", peaks)
+            finally:
+                if hog is not None:
+                    hog.kill()
+                    hog.wait()
+    return [dict(impl=name, device="cpu", reps=job["reps"],
+                 seconds=seconds[name, False] / job["reps"],
+                 loaded=seconds[name, True] / job["reps"], policy=OMP_POLICY) for name in steps]
 
 
 def worker(job: dict) -> None:
@@ -259,8 +396,11 @@ def worker(job: dict) -> None:
     torch.manual_seed(job["seed"])  # Dropout masks: the same losses run to run
     torch.set_num_threads(job["threads"])
     cv2.setNumThreads(job["threads"])
-    rows = (_forward_job if job["kind"] == "forward" else _train_job)(job)
+    rows = JOBS[job["kind"]](job)
     print("RESULT " + json.dumps(rows), flush=True)
+
+
+JOBS = {"forward": _forward_job, "train": _train_job, "load": _load_job}
 
 
 # ------------------------------------------------------------------------- parent
@@ -279,6 +419,8 @@ class Row:
     cuda_peak_first: float | None = None
     cuda_peak: float | None = None
     rel_diff: float | None = None
+    loaded: float | None = None      # load rows: seconds beside a CPU-bound process
+    policy: str | None = None        # load rows: the child's OMP_WAIT_POLICY
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -297,9 +439,16 @@ def _meminfo(key: str, path: str = "/proc/meminfo") -> float:
 
 def run_child(job: dict, limit_gib: float) -> tuple[list[dict] | None, str]:
     """Run one job in a child process, killing it if its RSS passes limit_gib.
-    Returns (rows, "") or (None, why there are none)."""
+    Returns (rows, "") or (None, why there are none). job["env"]: environment changes
+    (a None value removes the variable)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(job)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=str(REPO))
+    env = dict(os.environ)
+    for key, value in job.get("env", {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=str(REPO), env=env)
     killed = threading.Event()
     seen = [0.0]
 
@@ -327,9 +476,9 @@ def run_child(job: dict, limit_gib: float) -> tuple[list[dict] | None, str]:
 
 def fit(rows: list[Row]) -> tuple[float, float, list[tuple[int, int]]] | None:
     """Least squares peak RSS of one pass = a + b * pixels (GiB, GiB per pixel) over the CPU
-    engine train/memory rows; also returns the sizes used."""
+    float32 engine memory rows; also returns the sizes used."""
     pts = {r.size: r.rss_peak_first for r in rows
-           if r.section in ("train", "memory") and r.device == "cpu" and r.impl == "engine"
+           if r.section == "memory" and r.device == "cpu" and r.impl == "engine fp32"
            and r.rss_peak_first is not None}
     if len({h * w for h, w in pts}) < 2:
         return None
@@ -355,23 +504,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu", choices=list(DEFAULTS))
     ap.add_argument("--sections", type=_csv(str), metavar="LIST",
-                    help="comma list of forward,train,memory (default: all three on cpu, "
+                    help="comma list of forward,train,memory,load (default: all on cpu, "
                          "forward,train on cuda)")
     ap.add_argument("--sizes", type=_csv(_size), metavar="HxW,...",
                     help="sizes for forward and train (default: 500x500 on cpu; 500x500,"
                          "2048x1024 on cuda)")
-    ap.add_argument("--mem-sizes", type=_csv(_size), default=[(1024, 512), (2048, 1024)],
+    ap.add_argument("--mem-sizes", type=_csv(_size), default=[(500, 500), (1024, 512)],
                     metavar="HxW,...", help="sizes for the memory section (default "
-                                            "1024x512,2048x1024)")
-    ap.add_argument("--warmup", type=int, help="untimed forwards (default: cpu 1, cuda 2)")
-    ap.add_argument("--reps", type=int, help="timed engine forwards (default: cpu 2, cuda 10)")
+                                            "500x500,1024x512)")
+    ap.add_argument("--load-size", type=_size, default=(320, 320), metavar="HxW",
+                    help="size for the load section (default 320x320)")
+    ap.add_argument("--reps", type=int, help="timed forward rounds, one call of every variant "
+                    "each (default: cpu 3, cuda 10)")
     ap.add_argument("--opencv-reps", type=int,
-                    help="timed OpenCV forwards (on the CPU), after min(warmup, 1) untimed "
-                         "(default: cpu 2, cuda 1; 0 skips OpenCV and the difference check)")
-    ap.add_argument("--train-warmup", type=int,
-                    help="untimed forward_backward iterations (default: cpu 0, cuda 1)")
+                    help="0 leaves OpenCV and pycaffe out of the forward rounds (default: in)")
     ap.add_argument("--train-reps", type=int,
-                    help="timed forward_backward iterations (default: cpu 2, cuda 5)")
+                    help="timed forward_backward rounds (default: cpu 2, cuda 5)")
+    ap.add_argument("--load-reps", type=int, default=2,
+                    help="rounds of the load section, each alone then loaded (default 2)")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                     help="torch and OpenCV threads (default: the usable cores)")
     ap.add_argument("--mem-limit-gib", type=float, default=20.0,
@@ -390,30 +540,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.sections) - set(SECTIONS))
     if unknown:
         ap.error(f"unknown section(s) {', '.join(unknown)} (choose from {', '.join(SECTIONS)})")
-    if args.device == "cuda" and "memory" in args.sections:
-        ap.error("the memory section measures CPU RSS; on cuda the train rows give CUDA peaks")
+    if args.device == "cuda" and {"memory", "load"} & set(args.sections):
+        ap.error("the memory and load sections measure the CPU; on cuda the train rows give "
+                 "CUDA peaks")
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: torch sees no CUDA device")
     return args
 
 
+# OpenMP wait policies of the load section's children: fcnkit's (solvers/__init__.py sets
+# PASSIVE unless the environment chose), and libgomp's own default (the variable unset;
+# the worker imports torch before solvers, so fcnkit's default does not apply there)
+POLICIES = {"fcnkit": {}, "libgomp default": {"OMP_WAIT_POLICY": None}}
+
+
 def _jobs(args, files: dict, tmp: str) -> list[tuple[Row, dict]]:
     common = dict(device=args.device, threads=args.threads, seed=args.seed, tmp=tmp, **files)
+    engine = [name for name, *_ in ENGINE_VARIANTS]
     jobs = []
     if "forward" in args.sections:
         for size in args.sizes:
-            jobs.append((Row("forward", "engine", args.device, size, args.threads, args.reps),
-                         dict(common, kind="forward", size=size, warmup=args.warmup,
-                              reps=args.reps, opencv_reps=args.opencv_reps)))
+            jobs.append((Row("forward", "", args.device, size, args.threads, args.reps),
+                         dict(common, kind="forward", size=size, reps=args.reps,
+                              opencv_reps=args.opencv_reps)))
     if "train" in args.sections:
         for size in args.sizes:
-            jobs.append((Row("train", "engine", args.device, size, args.threads, args.train_reps),
-                         dict(common, kind="train", size=size, warmup=args.train_warmup,
-                              reps=args.train_reps)))
+            jobs.append((Row("train", "", args.device, size, args.threads, args.train_reps),
+                         dict(common, kind="train", size=size, reps=args.train_reps,
+                              variants=[engine[0], engine[2]], plain=True)))
     if "memory" in args.sections:
         for size in sorted(args.mem_sizes, key=lambda s: s[0] * s[1]):
-            jobs.append((Row("memory", "engine", "cpu", size, args.threads, 1),
-                         dict(common, kind="train", size=size, warmup=0, reps=1)))
+            for name in (engine[0], engine[2]):
+                jobs.append((Row("memory", name, "cpu", size, args.threads, 1),
+                             dict(common, kind="train", size=size, warmup=0, reps=1,
+                                  variants=[name])))
+    if "load" in args.sections:
+        for policy, env in POLICIES.items():
+            jobs.append((Row("load", "", "cpu", args.load_size, args.threads, args.load_reps,
+                             notes=[policy]),
+                         dict(common, kind="load", size=args.load_size, reps=args.load_reps,
+                              env=env)))
     return jobs
 
 
@@ -422,14 +588,11 @@ def _add_rows(row: Row, results: list[dict] | None, why: str, rows: list[Row]) -
         row.notes.append(why)
         rows.append(row)
         return
-    for i, res in enumerate(results):
-        r = row if i == 0 else Row(row.section, res["impl"], res["device"], row.size,
-                                   row.threads, res["reps"])
+    for res in results:
+        r = Row(row.section, res["impl"], res["device"], row.size, row.threads, res["reps"],
+                notes=list(row.notes))
         for key, value in res.items():
-            if key == "loss":
-                r.notes.append(f"loss {value:.4g}")
-            else:
-                setattr(r, key, value)
+            setattr(r, key, value)
         rows.append(r)
 
 
@@ -441,18 +604,40 @@ def _fmt(v, digits: int = 2) -> str:
     return str(v)
 
 
+def _ratio(r: Row, rows: list[Row]) -> float | None:
+    """Seconds relative to the engine's float32 in the same section and size (same child:
+    the same load on the machine)."""
+    ref = next((x for x in rows if x.section == r.section and x.size == r.size
+                and x.impl == "engine fp32" and x.seconds), None)
+    return r.seconds / ref.seconds if ref and r.seconds and r.section != "memory" else None
+
+
 def table(rows: list[Row]) -> str:
-    head = ["section", "impl", "device", "size", "threads", "reps", "images/s", "s/image",
-            "RSS base", "peak RSS 1 it", "peak RSS", "CUDA peak 1 it", "CUDA peak",
-            "max rel diff", "notes"]
+    head = ["section", "impl", "device", "size", "threads", "reps", "s/image",
+            "ratio to engine fp32", "RSS base", "peak RSS 1 it", "peak RSS", "CUDA peak 1 it",
+            "CUDA peak", "max rel diff", "notes"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
+        if r.section == "load":
+            continue
         cells = [r.section, r.impl, r.device, f"{r.size[0]}x{r.size[1]}", r.threads, r.reps,
-                 _fmt(1.0 / r.seconds if r.seconds else None, 3), _fmt(r.seconds),
-                 _fmt(r.rss_base), _fmt(r.rss_peak_first), _fmt(r.rss_peak),
-                 _fmt(r.cuda_peak_first), _fmt(r.cuda_peak), _fmt(r.rel_diff),
-                 "; ".join(r.notes)]
+                 _fmt(r.seconds), _fmt(_ratio(r, rows)), _fmt(r.rss_base),
+                 _fmt(r.rss_peak_first), _fmt(r.rss_peak), _fmt(r.cuda_peak_first),
+                 _fmt(r.cuda_peak), _fmt(r.rel_diff), "; ".join(r.notes)]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def load_table(rows: list[Row]) -> str:
+    load = [r for r in rows if r.section == "load"]
+    if not load:
+        return ""
+    lines = ["| OMP_WAIT_POLICY | impl | size | rounds | s alone | s beside a busy process | "
+             "slowdown |", "|---|---|---|---|---|---|---|"]
+    for r in load:
+        slow = r.loaded / r.seconds if r.loaded and r.seconds else None
+        lines.append(f"| {r.policy or '; '.join(r.notes)} | {r.impl} | {r.size[0]}x{r.size[1]} "
+                     f"| {r.reps} | {_fmt(r.seconds)} | {_fmt(r.loaded)} | {_fmt(slow)} |")
     return "\n".join(lines)
 
 
@@ -464,7 +649,7 @@ def fit_lines(rows: list[Row]) -> list[str]:
     target = 2048 * 1024
     ca, cb = CAFFE_FIT
     used = ", ".join(f"{h}x{w}" for h, w in sizes)
-    return [f"- engine: peak RSS of one forward_backward ≈ {a:.2f} GiB + "
+    return [f"- engine fp32: peak RSS of one forward_backward ≈ {a:.2f} GiB + "
             f"{b * GIB / 2**20:.5f} MiB/pixel (least squares over {used}); "
             f"at 2048x1024: {a + b * target:.2f} GiB",
             f"- Caffe (reported): {ca} GB + {cb} MB/pixel; at 2048x1024: "
@@ -517,6 +702,9 @@ def main(argv: list[str] | None = None) -> None:
     if fits:
         print("\nMemory fit (GiB = 2^30 bytes; Caffe's figure as reported):")
         print("\n".join(fits))
+    if any(r.section == "load" for r in rows):
+        print("\nfp32 forward_backward alone and beside one CPU-bound process:\n")
+        print(load_table(rows))
     print(f"\nload average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
           "(other work on the machine slows the timings, not the memory figures)")
     print(f"\ncommand: `{command}`")
