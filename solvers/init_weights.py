@@ -28,6 +28,10 @@ def _is_classifier(source: Weights, net: caffe_pb2.NetParameter) -> bool:
 
 def _check_fits(net: Any, source: Weights, where: Path) -> None:
     """Caffe aborts the process on a blob count or shape mismatch; report it as an error."""
+    blobless = sorted(source.blobless & set(net.params))
+    if blobless:
+        raise FcnkitError(f"{where}: layer {blobless[0]!r} has 0 blobs, the net expects "
+                          f"{len(net.params[blobless[0]])}")
     for name, arrays in source.items():
         if name not in net.params:
             continue

@@ -66,6 +66,16 @@ class Weights(OrderedDict):
     def param_count(self) -> int:
         return sum(a.size for arrays in self.values() for a in arrays)
 
+    @property
+    def blobless(self) -> set[str]:
+        """Layers the file defines without any blob. Copying into a net, Caffe matches them by
+        name too, and aborts where the net's layer has parameters (blob count 0 vs N)."""
+        if self.net is None:
+            return set()
+        names = {layer.name for layer in self.net.layer}
+        names |= {layer.name or layer.layer.name for layer in self.net.layers}
+        return names - set(self)
+
     def copy(self, deep: bool = True) -> "Weights":
         """A copy with its own lists and net definition; arrays copied too when `deep`."""
         net = None

@@ -531,7 +531,11 @@ class Net:
         where = str(source) if isinstance(source, (str, os.PathLike)) else "weights"
         weights = load_weights(source) if isinstance(source, (str, os.PathLike)) else source
         legacy = getattr(weights, "legacy", set())
+        blobless = getattr(weights, "blobless", set())
         for rec in self.layers:
+            if rec.params and rec.name in blobless:
+                raise FcnkitError(f"{where}: layer {rec.name!r} has 0 blobs, the net expects "
+                                  f"{len(rec.params)}")
             if rec.name not in weights:
                 continue
             arrays = list(weights[rec.name])
