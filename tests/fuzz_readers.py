@@ -11,7 +11,7 @@ address-space limit) is an escape, printed with the mutant saved for replay.
     python tests/fuzz_readers.py --count 40 --json                   # what the test suite runs
 
 Readers: caffemodel (binary current/V1/V0), caffemodel-h5, solverstate, solverstate-h5,
-prototxt (parse, netgen.shapes via explain, engine Net), param_str (data layers), image
+prototxt (parse, netgen.shapes via explain and surgery.shapes.param_shapes, engine Net), param_str (data layers), image
 (solvers.data.readers, infer.py and solvers.score image opening).
 """
 from __future__ import annotations
@@ -318,9 +318,12 @@ def call_prototxt(path: Path):
     from netgen.schema import read_net
     from solvers.engine.net import Net
 
+    from surgery.shapes import param_shapes
+
     net = upgrade_net(read_net(path))
     try:
         explain(net, (16, 16))
+        param_shapes(net)  # what surgery sizes weights with
     finally:
         Net(path, "TRAIN")  # the engine meets the same net whatever explain thought of it
 

@@ -27,9 +27,11 @@ VOID = 255
 MAX_PIXELS = 1 << 26  # 67,108,864 (8192x8192)
 WIDE_MODES = frozenset({"I", "F"})  # 32-bit int and float (and I;16*): not 8-bit colour
 # What PIL raises for files that are corrupt in ways its decoders do not translate to OSError.
+# MemoryError too: PIL reads a chunk's declared length in one go (PngImagePlugin.load_end), so
+# a corrupt length asks for up to 2 GiB of address space (never touched) and can fail.
 IMAGE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, EOFError,
                 IndexError, KeyError, struct.error, ZeroDivisionError, OverflowError,
-                Image.DecompressionBombError)
+                MemoryError, Image.DecompressionBombError)
 
 
 def _need_file(path: Path, what: str) -> None:
@@ -119,7 +121,15 @@ def read_uint16_channels(path: Path, what: str = "label") -> np.ndarray:
 
     with image_header(path, what):  # the size from the header, before OpenCV decodes
         pass
-    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # ours is the one line
+    try:
+        arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:  # e.g. a width past OpenCV's CV_IO_MAX_IMAGE_WIDTH (2**20)
+        raise FcnkitError(f"{what} {path} cannot be read as an image: "
+                          f"{str(e).strip().splitlines()[-1]}") from None
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     if arr is None:
         raise FcnkitError(f"{what} {path} cannot be read as an image")
     if arr.ndim != 3 or arr.shape[2] < 3:
