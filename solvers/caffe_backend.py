@@ -11,6 +11,8 @@ import contextlib
 import functools
 import importlib.util
 import io
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -93,13 +95,29 @@ def use_device(gpu: int | None) -> ModuleType:
     if gpu is None:
         caffe.set_mode_cpu()
     else:
+        check_gpu(gpu)
         caffe.set_device(int(gpu))
         caffe.set_mode_gpu()
     return caffe
 
 
+@functools.cache
 def check_gpu(gpu: int | None) -> None:
-    """pycaffe cannot tell how many GPUs there are without selecting one: nothing to check."""
+    """FcnkitError now when pycaffe cannot use GPU `gpu`: a CPU_ONLY build or a bad index
+    make Caffe abort the whole process (glog FATAL), so a child process tries it first and
+    its fatal line becomes the message."""
+    if gpu is None:
+        return
+    import_caffe()
+    code = f"import caffe; caffe.set_device({int(gpu)}); caffe.set_mode_gpu()"
+    env = {**os.environ, "GLOG_minloglevel": "0"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=300)
+    if proc.returncode != 0:
+        fatal = [line for line in proc.stderr.splitlines() if line.startswith(("F", "E"))]
+        reason = fatal[-1].split("] ", 1)[-1] if fatal else f"exit status {proc.returncode}"
+        raise FcnkitError(f"--gpu {gpu}: pycaffe cannot use it ({reason.strip()}); leave out "
+                          "--gpu to run on the CPU")
 
 
 def make_solver(solver_path: Path, gpu: int | None, amp: str | None = None) -> Any:

@@ -194,3 +194,17 @@ def test_infer_caffe_output_scores_as_the_engine(start, tmp_path):
                 assert np.array_equal(np.array(x), np.array(y)), name
     assert outputs["caffe"][1] == outputs["torch"][1]
     assert "mean IU" in outputs["caffe"][2]
+
+
+def test_unusable_gpu_is_one_line_not_an_abort(tmp_path):
+    """Caffe aborts the process (glog FATAL) on a GPU it cannot use (a CPU_ONLY build, or no
+    such device); solve.py asks a child process first and reports the fatal line."""
+    solver = tiny_models(tmp_path, iters=(1, 1, 1))[0]
+    proc = subprocess.run([sys.executable, str(ROOT / "solve.py"), str(solver.parent),
+                           "--backend", "caffe", "--gpu", "99", "--quiet"], cwd=tmp_path,
+                          env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --gpu 99: pycaffe cannot use it ("), \
+        proc.stderr
+    assert not (solver.parent / "snapshot").exists()
