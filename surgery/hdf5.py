@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import struct
 from pathlib import Path
 from typing import Iterator
