@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from netgen.errors import FcnkitError, cli_entry
-from solvers.cliargs import Parser, count_list, non_negative
+from solvers.cliargs import Parser, count_list, non_negative, positive, use_threads
 
 DEMO_ONLY = ("demo_dir", "demo_train", "demo_val", "demo_size")
 EXAMPLES = """examples:
@@ -67,6 +67,8 @@ def build_parser() -> Parser:
     ap.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision on the torch "
                     "backend: nets under autocast, losses and updates in float32 (fp16 with a "
                     "dynamic loss scale; default: float32)")
+    ap.add_argument("--threads", type=positive, help="torch CPU threads (default: what "
+                    "torch picks, one per core; the demo: 1, its nets are tiny)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     ap.add_argument("--allow-zero-init", action="store_true", help="train even when every "
                     "learnable weight starts at zero (reference recipe without --weights), "
@@ -93,6 +95,7 @@ def _demo(a) -> int:
         raise FcnkitError("--resume continues the demo run, --fresh starts over: give one")
     backends.resolve(a.backend)
     overrides = {key: getattr(a, f"demo_{key}") for key in ("train", "val", "size")}
+    overrides.update(amp=a.amp, threads=a.threads)
     config = DemoConfig(**{k: v for k, v in overrides.items() if v is not None})
     resume = a.resume is not None
     if resume and not any(v is not None for v in (*overrides.values(), a.iters, a.test_every)):
@@ -153,6 +156,7 @@ def _train(a) -> int:
     if a.stages and len(solvers) > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise FcnkitError("--stages under torchrun: run one torchrun per stage, each with "
                           "--weights set to the previous stage's final caffemodel")
+    use_threads(a.threads)
     options = dict(backend=a.backend, gpu=a.gpu, test_every=a.test_every,
                    progress=not a.quiet, amp=a.amp, allow_zero_init=a.allow_zero_init)
     try:

@@ -54,6 +54,7 @@ class DemoConfig:
     input_scale: float = 1 / 64  # mean-subtracted pixels to roughly unit scale (a Scale layer)
     seed: int = 0
     threads: int = 1          # torch CPU threads: nets this small run fastest on one
+    amp: str | None = None    # "bf16" / "fp16": mixed precision on the torch backend
 
     def check(self) -> None:
         if self.train < 1 or self.val < 1:
@@ -63,6 +64,8 @@ class DemoConfig:
             raise FcnkitError(f"demo image size must be >= 16 pixels, got {self.size}")
         if self.threads < 1:
             raise FcnkitError(f"demo threads must be >= 1, got {self.threads}")
+        if self.amp not in (None, "bf16", "fp16"):
+            raise FcnkitError(f"demo amp must be bf16 or fp16, got {self.amp!r}")
 
 
 def solver_values(config: DemoConfig, iters: int, base_lr: float) -> dict:
@@ -219,7 +222,7 @@ def _run(run: DemoRun, config: DemoConfig, module: ModuleType, gpu: int | None,
     baseline = background_baseline(data, n_classes)
     results: list[TrainResult] = train_stages(
         run, STAGES, solvers, counts, [f"fcn{s}" for s in STAGES], backend=module.NAME,
-        gpu=gpu, progress=progress, test_every=test_every)
+        gpu=gpu, progress=progress, test_every=test_every, amp=config.amp)
     names = class_names("synthetic", n_classes)
     overlays = write_overlays(data, out / "overlays", solvers[-1].parent / "deploy.prototxt",
                               results[-1].weights, module.NAME, gpu, config.overlays, names)
