@@ -216,6 +216,7 @@ def plot_stages(stages: Sequence[Stage], out: Path, title: str = "") -> Path:
     if not stages:
         raise FcnkitError(f"{out}: nothing to plot (no train or test records)")
     fig, (ax_loss, ax_lr, ax_test) = plt.subplots(3, 1, figsize=(9, 8), sharex=True,
+                                                  layout="constrained",
                                                   gridspec_kw={"height_ratios": [3, 1, 2]})
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     styles: dict[str, tuple[str, str]] = {}  # test series -> line style, colour
@@ -242,7 +243,8 @@ def plot_stages(stages: Sequence[Stage], out: Path, title: str = "") -> Path:
         for ax in (ax_loss, ax_lr, ax_test):
             if k:
                 ax.axvline(stage.offset, color="0.4", ls=":", lw=1)
-        ax_loss.annotate(stage.label, (stage.offset, 1), xycoords=("data", "axes fraction"),
+        x0 = stage.offset + min(r["iter"] for r in stage.train + stage.tests)  # inside the axes
+        ax_loss.annotate(stage.label, (x0, 1), xycoords=("data", "axes fraction"),
                          xytext=(4, -12), textcoords="offset points", fontsize=9, color="0.3")
     ax_loss.set_ylabel("train loss")
     ax_loss.legend(loc="upper right", fontsize=8)
@@ -264,7 +266,6 @@ def plot_stages(stages: Sequence[Stage], out: Path, title: str = "") -> Path:
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
     with atomic_write(out, "wb") as f:
         fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
