@@ -29,8 +29,10 @@ def val_confusion(data: Path, names: Sequence[str], predict) -> np.ndarray:
     every image of the VOC-layout folder's val split."""
     n = len(names)
     hist = np.zeros((n, n), dtype=np.int64)
-    items = (data / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
-    for name in tqdm(items, desc="val confusion", unit="img", disable=None, leave=False):
+    from .demo import val_items
+
+    for name in tqdm(val_items(data), desc="val confusion", unit="img", disable=None,
+                     leave=False):
         truth = read_index_png(data / "SegmentationClass" / f"{name}.png")
         hist += fast_hist(truth, predict(read_rgb(data / "JPEGImages" / f"{name}.jpg")), n)
     return hist
