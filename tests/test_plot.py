@@ -131,3 +131,17 @@ def test_unreadable_inputs_are_one_error(tmp_path):
     with pytest.raises(FcnkitError, match="no metrics.jsonl"):
         plot.plot_run(tmp_path / "empty")
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_solve_py_draws_the_curves_when_training_ends(tmp_path, capsys):
+    import solve
+    from solve_helpers import one_thread, tiny_models
+
+    model = tiny_models(tmp_path, iters=(2, 2, 2))[0].parent
+    with one_thread():
+        assert solve.main([str(model), "--iters", "1", "--quiet"]) == 0
+    png = model / "snapshot" / plot.PLOT_FILE
+    assert f"training curves: {png}" in capsys.readouterr().out
+    _check_png(png)
+    (stage,) = plot.stages_of([model / "snapshot" / plot.METRICS_FILE])
+    assert [r["iter"] for r in stage.tests] == [1]  # the test at the end
