@@ -117,20 +117,18 @@ def hard_members(path: Path, group, where: str, seen: set) -> Iterator[tuple[str
         if not isinstance(link, h5py.HardLink):
             kind = "an external" if isinstance(link, h5py.ExternalLink) else "a soft"
             raise FcnkitError(f"{path}: {where}/{name} is {kind} link; links are not followed")
-        obj = group[name]
-        key = _address(obj)
+        key = _address(group, name)
         if key in seen:
             raise FcnkitError(f"{path}: {where}/{name} links back to an object already read "
                               "(a link cycle or a shared object)")
         seen.add(key)
-        yield name, obj
+        yield name, group[name]
 
 
-def _address(obj) -> object:
-    import h5py
-
-    info = h5py.h5o.get_info(obj.id)
-    return getattr(info, "token", None) or info.addr
+def _address(group, name: str) -> int:
+    """The object a hard link points at, from the link itself (H5Lget_info). H5Oget_info,
+    which reads the object header, loops for ever on some corrupt headers."""
+    return group.id.links.get_info(name.encode("utf-8", "surrogateescape")).u
 
 
 def read_dataset(path: Path, dataset, where: str, kinds: str = "fiu") -> np.ndarray:
