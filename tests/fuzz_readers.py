@@ -379,6 +379,8 @@ def fuzz(name: str, work: Path, *, count: int | None = None, seconds: float | No
     deadline = time.monotonic() + seconds if seconds else None
     signal.signal(signal.SIGALRM, _on_alarm)
     path = folder / f"input{target.suffix}"
+    state = {"start": None, "data": b""}
+    _watch(name, state, 3 * input_seconds, keep)
     for name_, data in target.seeds(folder).items():  # seeds must pass (and warm the caches)
         path.write_bytes(data)
         try:
@@ -391,6 +393,7 @@ def fuzz(name: str, work: Path, *, count: int | None = None, seconds: float | No
         path.write_bytes(data)
         report.tried += 1
         start = time.perf_counter()
+        state["start"], state["data"] = time.monotonic(), data
         signal.setitimer(signal.ITIMER_REAL, input_seconds)
         try:
             target.call(path)
@@ -412,8 +415,34 @@ def fuzz(name: str, work: Path, *, count: int | None = None, seconds: float | No
             report.escapes.append(line)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
+        state["start"] = None
         report.slowest_s = max(report.slowest_s, time.perf_counter() - start)
+    state["done"] = True
     return report
+
+
+def _watch(name: str, state: dict, limit: float, keep: Path | None) -> None:
+    """A thread that ends the process (status 3) when one input runs past `limit` seconds:
+    a loop inside C code (libhdf5, a decoder) never returns to Python for SIGALRM to stop it."""
+    import os
+    import threading
+
+    def watch():
+        while not state.get("done"):
+            started = state["start"]
+            if started is not None and time.monotonic() - started > limit:
+                where = ""
+                if keep is not None:
+                    keep.mkdir(parents=True, exist_ok=True)
+                    saved = keep / f"{name}-hang"
+                    saved.write_bytes(state["data"])
+                    where = f" (input saved as {saved})"
+                print(f"{name}: an input ran past {limit:.0f} s inside C code{where}",
+                      file=sys.stderr, flush=True)
+                os._exit(3)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def limit_memory(extra_gib: float) -> None:
