@@ -133,7 +133,7 @@ def open_run(out: Path, settings: dict[str, Any] | None, mode: str = "auto") -> 
             raise FcnkitError(f"{out} holds a demo run with other settings ({'; '.join(changed)})"
                               ": add --fresh to clear it and start over, or give another "
                               "--demo-dir")
-        done = [s for s in record.stages]
+        done = list(record.stages)
         print(f"{out}: continuing the demo run there" + (
             f" (finished stages {', '.join(done)} are reused)" if done else "") +
             "; --fresh starts over", flush=True)
