@@ -661,13 +661,13 @@ def load_net(deploy: str | os.PathLike, weights: str | os.PathLike | Mapping,
     """The TEST-phase engine Net of `deploy` with `weights` loaded, Input H, W set to `size`.
 
     Raises ExportError when the weights lack a layer with learned blobs (the export would
-    carry random filler values), FcnkitError for shape mismatches (named by layer).
+    carry random filler values) or do not fit it (blob count, shape: named by file and layer).
     """
     from netgen.legacy import upgrade_net
     from netgen.netstate import filter_net, make_state
     from netgen.schema import read_net
     from solvers.engine import Net
-    from surgery.caffemodel import load_weights_for
+    from surgery.caffemodel import load_weights
 
     param = filter_net(upgrade_net(read_net(deploy)), make_state("TEST"))
     if size is not None:
@@ -686,7 +686,7 @@ def load_net(deploy: str | os.PathLike, weights: str | os.PathLike | Mapping,
             raise ExportError(f"{deploy}: {where(lp)}: layer type {lp.type!r} has no ONNX export "
                               f"(exported: {', '.join(sorted(EXPORTERS))})")
     net = Net(param, "TEST")
-    loaded = load_weights_for(weights, param) if not isinstance(weights, Mapping) else weights
+    loaded = weights if isinstance(weights, Mapping) else load_weights(weights)
     missing = [rec.name for rec, lp in zip(net.layers, param.layer)
                if rec.params and rec.name not in loaded and not _fixed_layer(lp)]
     if missing:
@@ -694,7 +694,10 @@ def load_net(deploy: str | os.PathLike, weights: str | os.PathLike | Mapping,
                           f"({len(missing)} layer{'s' if len(missing) > 1 else ''} missing"
                           f"{': ' + ', '.join(missing[:5]) if len(missing) > 1 else ''}); "
                           "is this the caffemodel of this net?")
-    net.copy_from(loaded)
+    try:   # Caffe's CopyTrainedLayersFrom: by name, blob counts and shapes (legacy dims) checked
+        net.copy_from(loaded)
+    except FcnkitError as e:
+        raise ExportError(f"{weights}: {str(e).removeprefix('weights: ')}") from None
     return net
 
 

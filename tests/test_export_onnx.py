@@ -219,6 +219,11 @@ def test_weights_missing_a_layer(tmp_path, capsys):
     partial.write_bytes(weights.SerializeToString())
     err = run_cli([deploy, partial, tmp_path / "out.onnx"], capsys)
     assert "score_pool4" in err and "partial.caffemodel" in err
+    other = generate("voc-fcn16s", tmp_path / "five", 5, width=1 / 32) / "deploy.prototxt"
+    wrong = tmp_path / "five.caffemodel"   # weights of a 5-class net: score_fr does not fit
+    wrong.write_bytes(random_weights(read_net(other)).SerializeToString())
+    err = run_cli([deploy, wrong, tmp_path / "out.onnx"], capsys)
+    assert "five.caffemodel" in err and "score_fr" in err
     assert not list(tmp_path.glob("*.onnx*")) and not list(tmp_path.glob(".out.onnx*"))
 
 
