@@ -145,7 +145,7 @@ class Predictor:
         try:
             return Tiler(upgrade_net(read_net(self.deploy)), self.inputs, self.output)
         except FcnkitError as e:
-            raise FcnkitError(f"{self.deploy}: {e}") from None
+            raise FcnkitError(f"{self.deploy}: {e} (--tile 0 runs whole images)") from None
 
     def labels(self, rgb: np.ndarray, mean: Any, tile: int | None = None) -> np.ndarray:
         """HxW uint8 label map of an HxWx3 RGB image; with `tile`, an image with a side over

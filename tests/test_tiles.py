@@ -129,3 +129,25 @@ def test_infer_tile_option(fcn8s, tmp_path, capsys):
     assert not (tmp_path / "small").exists()
     whole, tiled = (np.array(Image.open(outs[t] / "a.png")) for t in (0, 700))
     np.testing.assert_array_equal(tiled, whole)
+
+
+@pytest.mark.parametrize("layers, pattern", [
+    ('layer { name: "n" type: "MVN" bottom: "c" top: "score" }', "reads the whole image"),
+    ('layer { name: "p" type: "Pooling" bottom: "c" top: "score" '
+     'pooling_param { pool: AVE global_pooling: true } }', "global pooling"),
+    ('layer { name: "p" type: "Pooling" bottom: "c" top: "score" '
+     'pooling_param { pool: MAX kernel_size: 2 stride: 2 } }', "not at the input's resolution"),
+])
+def test_nets_that_cannot_be_tiled_are_named(layers, pattern):
+    from netgen.proto import caffe_pb2
+    from netgen.schema import parse_prototxt
+    from solvers.tiles import Tiler
+
+    net = parse_prototxt(
+        'layer { name: "data" type: "Input" top: "data" '
+        'input_param { shape { dim: 1 dim: 3 dim: 64 dim: 64 } } } '
+        'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
+        'convolution_param { num_output: 2 kernel_size: 3 pad: 1 } } ' + layers,
+        caffe_pb2.NetParameter)
+    with pytest.raises(FcnkitError, match=pattern):
+        Tiler(net, "data", "score")
