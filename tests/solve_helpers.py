@@ -44,3 +44,23 @@ def weights(path: Path) -> dict[str, list[np.ndarray]]:
 
 def files_under(folder: Path) -> set[Path]:
     return {p for p in folder.rglob("*")}
+
+
+def random_fcn8s(folder: Path, rng: np.random.Generator) -> tuple[Path, Path]:
+    """A width-1/16 FCN-8s deploy net (6 classes) in folder/models and folder/tiny.caffemodel:
+    weights drawn from `rng` at He scale, bilinear upsampling, biases N(0, 0.1)."""
+    from netgen.writer import generate
+    from solvers.engine import Net
+    from surgery.interp import bilinear_weights
+
+    deploy = generate("synthetic-fcn8s", folder / "models", width=1 / 16) / "deploy.prototxt"
+    net = Net(str(deploy), "TEST")
+    for name, params in net.params.items():
+        w = params[0]
+        w.data = (bilinear_weights(w.shape, 1, name) if name.startswith("upscore") else
+                  rng.normal(0, np.sqrt(2 / np.prod(w.shape[1:])), w.shape))
+        for b in params[1:]:
+            b.data = rng.normal(0, 0.1, b.shape)
+    weights = folder / "tiny.caffemodel"
+    net.save(weights)
+    return deploy, weights

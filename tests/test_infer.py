@@ -14,9 +14,8 @@ from solvers.data.readers import to_caffe_input
 from solvers.engine import Net
 from solvers.palette import voc_palette
 from solvers.predict import Predictor
-from surgery.interp import bilinear_weights
 
-from solve_helpers import files_under, one_thread, run_script
+from solve_helpers import files_under, one_thread, random_fcn8s, run_script
 
 HAS_CAFFE = importlib.util.find_spec("caffe") is not None
 MEAN = (104.0, 117.0, 123.0)
@@ -26,19 +25,8 @@ MEAN = (104.0, 117.0, 123.0)
 def model(tmp_path_factory):
     """A width-1/16 FCN-8s deploy net (6 classes) with random weights, and three images."""
     folder = tmp_path_factory.mktemp("infer")
-    deploy = generate("synthetic-fcn8s", folder / "models", width=1 / 16) / "deploy.prototxt"
-    net = Net(str(deploy), "TEST")
     rng = np.random.default_rng(0)
-    for name, params in net.params.items():
-        w = params[0]
-        if name.startswith("upscore"):
-            w.data = bilinear_weights(w.shape, 1, name)
-        else:
-            w.data = rng.normal(0, np.sqrt(2 / np.prod(w.shape[1:])), w.shape)
-        for b in params[1:]:
-            b.data = rng.normal(0, 0.1, b.shape)
-    weights = folder / "tiny.caffemodel"
-    net.save(weights)
+    deploy, weights = random_fcn8s(folder, rng)
     images = folder / "images"
     images.mkdir()
     for i, (h, w) in enumerate(((40, 56), (33, 33), (64, 48))):

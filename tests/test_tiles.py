@@ -8,14 +8,11 @@ import pytest
 from netgen.errors import FcnkitError
 from netgen.field import reach
 from netgen.schema import read_net
-from netgen.writer import generate
 from solvers.data.readers import to_caffe_input
-from solvers.engine import Net
 from solvers.predict import Predictor
 from solvers.tiles import spans
-from surgery.interp import bilinear_weights
 
-from solve_helpers import one_thread
+from solve_helpers import one_thread, random_fcn8s
 
 MEAN = (104.0, 117.0, 123.0)
 
@@ -23,19 +20,7 @@ MEAN = (104.0, 117.0, 123.0)
 @pytest.fixture(scope="module")
 def fcn8s(tmp_path_factory):
     """A width-1/16 FCN-8s deploy net (6 classes) with random weights."""
-    folder = tmp_path_factory.mktemp("tiles")
-    deploy = generate("synthetic-fcn8s", folder / "models", width=1 / 16) / "deploy.prototxt"
-    net = Net(str(deploy), "TEST")
-    rng = np.random.default_rng(0)
-    for name, params in net.params.items():
-        w = params[0]
-        w.data = (bilinear_weights(w.shape, 1, name) if name.startswith("upscore") else
-                  rng.normal(0, np.sqrt(2 / np.prod(w.shape[1:])), w.shape))
-        for b in params[1:]:
-            b.data = rng.normal(0, 0.1, b.shape)
-    weights = folder / "tiny.caffemodel"
-    net.save(weights)
-    return deploy, weights
+    return random_fcn8s(tmp_path_factory.mktemp("tiles"), np.random.default_rng(0))
 
 
 def test_reach_of_the_reference_nets():
