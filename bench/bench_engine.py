@@ -8,7 +8,7 @@ Sections (each runs in child processes; timings are interleaved inside one child
 of every variant per round, so load from other work on the machine hits all variants alike
 and the ratios hold where the absolute times do not):
   forward  deploy net, TEST phase, in rounds over: the engine in float32 and under amp bf16,
-           each channels-last (its CPU default) and NCHW; the same FCN-8s written straight in PyTorch (bench/plain_fcn8s.py) in
+           each channels-last and NCHW; the same FCN-8s written straight in PyTorch (bench/plain_fcn8s.py) in
            float32 NCHW, float32 channels-last and bf16 channels-last (the ceilings); OpenCV
            DNN (readNetFromCaffe, DNN_TARGET_CPU, same thread count) and pycaffe in CPU mode
            when it imports. max rel diff: each `score` against OpenCV's (plain stacks: against
@@ -27,9 +27,9 @@ and the ratios hold where the absolute times do not):
            fcnkit's OpenMP wait policy (PASSIVE, solvers/__init__.py) and libgomp's default.
 
 Table columns:
-  impl              engine fp32 / bf16: solvers.engine.Net as it runs by default (channels-last
-                    on CPU), ... NCHW: with channels_last=False; plain ... (bench/plain_fcn8s.py,
-                    CL = channels-last), opencv, pycaffe.
+  impl              engine fp32 / bf16: solvers.engine.Net as it runs by default (float32 NCHW,
+                    bf16 channels-last), ... CL / NCHW: the other layout; plain ...
+                    (bench/plain_fcn8s.py, CL = channels-last), opencv, pycaffe.
   size, threads     input height x width (batch 1); torch.set_num_threads = cv2.setNumThreads.
   reps              timed rounds (after one untimed round).
   s/image           mean seconds per call; ratio: to the engine's float32 in the same child.
@@ -217,9 +217,10 @@ def _plain_steps(job: dict, net: Net, img: np.ndarray, label: np.ndarray | None)
     return steps
 
 
-# (name, amp, channels_last): None is the engine's default (channels-last on CPU and in bf16)
-ENGINE_VARIANTS = (("engine fp32", None, None), ("engine fp32 NCHW", None, False),
-                   ("engine bf16", "bf16", None), ("engine bf16 NCHW", "bf16", False))
+# (name, amp, channels_last): "engine fp32" / "engine bf16" run as the engine does by default
+# (float32 NCHW, bf16 channels-last)
+ENGINE_VARIANTS = (("engine fp32", None, False), ("engine fp32 CL", None, True),
+                   ("engine bf16", "bf16", True), ("engine bf16 NCHW", "bf16", False))
 
 
 def _interleaved(steps: dict, rounds: int, device: str, desc: str) -> dict[str, float]:

@@ -24,10 +24,12 @@ solver's test nets); their gradients reach the float32 parameters in float32. Wi
 the objective (forward_backward(scale=...)) and unscale the gradients yourself to avoid
 underflow.
 
-Channels-last (`channels_last=True`, the default on CPUs and under amp): convolutions run on
-NHWC-strided activations (same (N, C, H, W) shapes, values equal up to float rounding), which
-oneDNN computes without reordering them to and from its blocked layout (full-width FCN-8s on
-CPU: float32 forward ~5 % faster, bf16 ~20 %; bench/bench_engine.py); layout-agnostic layers
+Channels-last (`channels_last=True`, the default under amp): convolutions run on NHWC-strided
+activations (same (N, C, H, W) shapes, values equal up to float rounding), which oneDNN
+computes without reordering them to and from its blocked layout (full-width FCN-8s on CPU:
+bf16 forward ~20 % faster, float32 ~5 %; bench/bench_engine.py). Float32 keeps the plain
+layout by default: its sums round differently in channels-last, so results (and a training
+run's trajectory) would no longer repeat earlier runs bit for bit. Layout-agnostic layers
 between convolutions keep the format, any other layer gets a plain contiguous bottom.
 """
 from __future__ import annotations
@@ -123,9 +125,9 @@ class Net:
     is replaced, as Caffe's Net(file, phase, level, stages) does). weights: a .caffemodel /
     .h5 path or a Weights mapping, copied in by layer name. device: "cpu", "cuda", "cuda:N".
     dtype: float32, or float64 (gradient checks). amp: None, "bf16" or "fp16" autocast.
-    channels_last: run convolutions on channels-last activations (default: on for CPU nets
-    and under amp, where it saves oneDNN's layout reorders; off for float32 on CUDA, not
-    measured there).
+    channels_last: run convolutions on channels-last activations (default: on under amp,
+    where it saves oneDNN's layout reorders; off in float32, which then repeats earlier
+    results bit for bit).
     Python layers resolve to fcnkit's data layers; any other module is imported only with
     allow_python_modules=True. Initial weights come from the fillers (seeded from torch's RNG,
     so torch.manual_seed reproduces them) unless the prototxt carries blobs.
@@ -155,8 +157,7 @@ class Net:
         self.device = torch.device(device)
         self.dtype = dtype
         self.amp = AMP_DTYPES[amp]
-        self.channels_last = ((self.amp is not None or self.device.type == "cpu")
-                              if channels_last is None else channels_last)
+        self.channels_last = self.amp is not None if channels_last is None else channels_last
         self.retain_blob_diffs = False
         self.blobs: OrderedDict[str, Blob] = OrderedDict()
         self.params: OrderedDict[str, list[Param]] = OrderedDict()
