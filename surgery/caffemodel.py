@@ -52,15 +52,18 @@ class Weights(OrderedDict):
       types:  layer name -> Caffe type string ("Convolution"; V1 enums already translated)
       net:    the layer definitions the file carried, blobs stripped (None for HDF5 files)
       legacy: (layer, index) of blobs stored with legacy 4-d num/channels/height/width dims
+      empty_groups: HDF5 layer groups holding no dataset (an HDF5 file's blobless layers)
     """
 
     def __init__(self, *args, types: dict[str, str] | None = None,
                  net: caffe_pb2.NetParameter | None = None,
-                 legacy: set[tuple[str, int]] | None = None, **kwargs):
+                 legacy: set[tuple[str, int]] | None = None,
+                 empty_groups: set[str] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.types: dict[str, str] = dict(types or {})
         self.net = net
         self.legacy: set[tuple[str, int]] = set(legacy or ())
+        self.empty_groups: set[str] = set(empty_groups or ())
 
     @property
     def param_count(self) -> int:
@@ -69,11 +72,12 @@ class Weights(OrderedDict):
     @property
     def blobless(self) -> set[str]:
         """Layers the file defines without any blob. Copying into a net, Caffe matches them by
-        name too, and aborts where the net's layer has parameters (blob count 0 vs N)."""
-        if self.net is None:
-            return set()
-        names = {layer.name for layer in self.net.layer}
-        names |= {layer.name or layer.layer.name for layer in self.net.layers}
+        name too, and aborts where the net's layer has parameters (blob count 0 vs N); from
+        an HDF5 file, the empty layer groups (CopyTrainedLayersFromHDF5 aborts alike)."""
+        names = set(self.empty_groups)
+        if self.net is not None:
+            names |= {layer.name for layer in self.net.layer}
+            names |= {layer.name or layer.layer.name for layer in self.net.layers}
         return names - set(self)
 
     def copy(self, deep: bool = True) -> "Weights":
@@ -83,7 +87,8 @@ class Weights(OrderedDict):
             net = caffe_pb2.NetParameter()
             net.CopyFrom(self.net)
         return Weights(((k, [a.copy() if deep else a for a in v]) for k, v in self.items()),
-                       types=self.types, net=net, legacy=self.legacy)
+                       types=self.types, net=net, legacy=self.legacy,
+                       empty_groups=self.empty_groups)
 
     def __repr__(self) -> str:
         return f"<Weights: {len(self)} layers, {self.param_count:,} parameters>"
@@ -366,9 +371,11 @@ def _read_h5_group(path: Path, group, prefix: str, weights: Weights, seen: set) 
                               f"expected 0..{len(datasets) - 1}")
         weights[name] = [hdf5.read_dataset(path, datasets[str(i)], f"/data/{name}/{i}")
                          .astype(np.float32, copy=False) for i in range(len(datasets))]
-    for key, value in members:
-        if isinstance(value, h5py.Group):
-            _read_h5_group(path, value, f"{prefix}{key}/", weights, seen)
+    groups = [(key, value) for key, value in members if isinstance(value, h5py.Group)]
+    if name and not datasets and not groups:
+        weights.empty_groups.add(name)
+    for key, value in groups:
+        _read_h5_group(path, value, f"{prefix}{key}/", weights, seen)
 
 
 def load_weights_for(path: str | os.PathLike, net: caffe_pb2.NetParameter, *,

@@ -33,18 +33,20 @@ layer { name: "conv" type: "Convolution" bottom: "scaled" top: "conv"
 """
 
 
-@pytest.fixture()
-def files(tmp_path):
-    """net.prototxt, and weights.caffemodel holding conv's blobs and a blobless data_scale."""
+@pytest.fixture(params=["binary", "hdf5"])
+def files(tmp_path, request):
+    """net.prototxt, and weights.caffemodel(.h5) holding conv's blobs and a blobless
+    data_scale (in HDF5, an empty layer group, as Caffe writes paramless layers)."""
     net_param = parse_prototxt(NET, caffe_pb2.NetParameter)
     (tmp_path / "net.prototxt").write_text(NET)
     net = Net(net_param, "TEST")
     weights = net.to_weights()
     del weights["data_scale"]
-    save_weights(tmp_path / "weights.caffemodel", weights, net=net_param)
-    loaded = load_weights(tmp_path / "weights.caffemodel")
+    path = tmp_path / ("weights.caffemodel" + (".h5" if request.param == "hdf5" else ""))
+    save_weights(path, weights, net=net_param, format=request.param)
+    loaded = load_weights(path)
     assert set(loaded) == {"conv"} and loaded.blobless == {"input", "data_scale"}
-    return net_param, tmp_path / "net.prototxt", tmp_path / "weights.caffemodel"
+    return net_param, tmp_path / "net.prototxt", path
 
 
 def test_engine_refuses_a_blobless_layer_for_a_layer_with_parameters(files):
@@ -56,7 +58,7 @@ def test_engine_refuses_a_blobless_layer_for_a_layer_with_parameters(files):
 def test_pycaffe_path_checks_before_caffe_aborts(files):
     net_param, _, weights = files
     net = Net(net_param, "TEST")  # stands for solver.net: only .params and blob shapes are read
-    with pytest.raises(FcnkitError, match=r"weights.caffemodel: layer 'data_scale' has 0 blobs"):
+    with pytest.raises(FcnkitError, match=r"weights.caffemodel(.h5)?: layer 'data_scale' has 0 blobs"):
         _check_fits(net, load_weights(weights), weights)
 
 
