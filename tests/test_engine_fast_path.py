@@ -101,3 +101,23 @@ def test_half_copy_made_once_per_change_and_shared():
     changed()
     p.data[...] = 2.0                 # pycaffe-style write through the numpy view
     assert torch.equal(changed(), torch.full(shape, 2.0, dtype=torch.bfloat16))
+
+
+def test_predictor_amp_runs_bf16_near_float32(tmp_path):
+    """infer.py --amp: the Predictor's engine net runs under bf16 with scores near float32's;
+    other backends refuse it."""
+    from netgen.errors import FcnkitError
+    from solvers.predict import Predictor
+
+    torch.manual_seed(0)
+    net = Net(net_param(ALEX), "TEST")
+    randomize(net, seed=5)
+    opencv_net(net, ALEX, tmp_path)  # writes net.prototxt and net.caffemodel
+    deploy, weights = tmp_path / "net.prototxt", tmp_path / "net.caffemodel"
+    x = np.random.default_rng(6).normal(size=(3, 24, 24)).astype(np.float32)
+    ref = Predictor(deploy, weights, output="crop").scores(x)
+    fast = Predictor(deploy, weights, output="crop", amp="bf16").scores(x)
+    assert fast.dtype == np.float32 and not np.array_equal(fast, ref)
+    assert rel_error(fast, ref) < 5e-2
+    with pytest.raises(FcnkitError, match="torch backend only"):
+        Predictor(deploy, weights, "opencv", output="crop", amp="bf16")
