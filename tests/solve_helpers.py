@@ -64,3 +64,20 @@ def random_fcn8s(folder: Path, rng: np.random.Generator) -> tuple[Path, Path]:
     weights = folder / "tiny.caffemodel"
     net.save(weights)
     return deploy, weights
+
+
+def tiny_vgg16_classifier(path: Path, classes: int = 10):
+    """A width-1/16 VGG16 classifier with N(0, 0.1) weights saved at `path` in the legacy (V1)
+    format, as the published VGG16 caffemodel is; returns the engine Net it was drawn in."""
+    from solvers.engine import Net
+    from surgery.caffemodel import save_weights
+    from surgery.classifiers import vgg16
+
+    definition = vgg16(classes, width=1 / 16, batch=1)
+    classifier = Net(definition, "TEST")
+    rng = np.random.default_rng(0)
+    for params in classifier.params.values():
+        for p in params:
+            p.data = rng.normal(0, 0.1, p.shape)
+    save_weights(path, classifier.to_weights(), net=definition, legacy=True)
+    return classifier

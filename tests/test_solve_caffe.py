@@ -27,7 +27,8 @@ from solvers.demo import DemoConfig  # noqa: E402
 from solvers.predict import Predictor  # noqa: E402
 from solvers.train import train  # noqa: E402
 
-from solve_helpers import ROOT, one_thread, tiny_models, weights  # noqa: E402
+from solve_helpers import (  # noqa: E402
+    ROOT, one_thread, tiny_models, tiny_vgg16_classifier, weights)
 
 
 @pytest.fixture()
@@ -111,20 +112,11 @@ def test_resume_across_backends(tmp_path, first, second):
 def test_classifier_weights_into_solver_net_params(tmp_path):
     """--weights with a (legacy-format, width-scaled) VGG16 classifier on pycaffe: transplant
     and bilinear upsampling written into solver.net.params give the engine's weights exactly."""
-    from solvers.engine import Net
-    from surgery.caffemodel import save_weights
-    from surgery.classifiers import vgg16
     from surgery.interp import bilinear_weights
 
     solvers = {name: tiny_models(tmp_path / name, iters=(1, 1, 1))[0] for name in ("t", "c")}
-    definition = vgg16(10, width=1 / 16, batch=1)
-    classifier = Net(definition, "TEST")
-    rng = np.random.default_rng(0)
-    for params in classifier.params.values():
-        for p in params:
-            p.data = rng.normal(0, 0.1, p.shape)
     path = tmp_path / "VGG16_tiny.caffemodel"
-    save_weights(path, classifier.to_weights(), net=definition, legacy=True)
+    classifier = tiny_vgg16_classifier(path)
     with one_thread():
         ours = train(solvers["t"], backend="torch", weights=path, iters=0, test_every=0,
                      progress=False)

@@ -12,10 +12,9 @@ from netgen.errors import FcnkitError
 from solvers.stages import parse_stages, run_stages, stage_solvers
 from solvers.solver_files import read_solver_files
 from solvers.train import train
-from surgery.caffemodel import save_weights
 from surgery.interp import bilinear_weights
 
-from solve_helpers import TINY, one_thread, tiny_models, weights
+from solve_helpers import TINY, one_thread, tiny_models, tiny_vgg16_classifier, weights
 
 # Layers each stage adds over the previous one: score layers and upsamplers.
 NEW_16S = {"score_pool4", "upscore2", "upscore16"}
@@ -112,19 +111,9 @@ def test_from_scratch_stage_gets_bilinear_upsampling(tmp_path):
 def test_classifier_weights_are_transplanted(tmp_path):
     """A (width-scaled, legacy-format) VGG16 classifier caffemodel: convolutions copied,
     fc6/fc7 reshaped into convolutions, the FCN's own layers left to their init."""
-    from solvers.engine import Net
-    from surgery.classifiers import vgg16
-
     solver = tiny_models(tmp_path, iters=(1, 1, 1))[0]
-    definition = vgg16(10, width=1 / 16, batch=1)
-    classifier = Net(definition, "TEST")
-    rng = np.random.default_rng(0)
-    for params in classifier.params.values():
-        for p in params:
-            p.data = rng.normal(0, 0.1, p.shape)
-    source = classifier.to_weights()
     path = tmp_path / "VGG16_tiny.caffemodel"
-    save_weights(path, source, net=definition, legacy=True)
+    source = tiny_vgg16_classifier(path).to_weights()
     with one_thread():
         r = train(solver, backend="torch", weights=path, iters=0, test_every=0, progress=False)
     out = weights(r.weights)
