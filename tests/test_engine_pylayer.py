@@ -101,12 +101,14 @@ def _engine_net(layer: str) -> Net:
     return Net(net_param(NET % layer), "TEST", allow_python_modules=True)
 
 
-def test_engine_gives_python_layers_pycaffes_interface():
-    def forward(net):
-        net.blobs["data"].data[...] = np.arange(6).reshape(2, 3)
-        net.forward()
+def _feed_forward(net) -> None:
+    net.blobs["data"].data[...] = np.arange(6).reshape(2, 3)
+    net.forward()
 
-    results, calls = _probe_run(lambda: _engine_net("Probe"), forward, lambda net: net.backward())
+
+def test_engine_gives_python_layers_pycaffes_interface():
+    results, calls = _probe_run(lambda: _engine_net("Probe"), _feed_forward,
+                                lambda net: net.backward())
     assert results == FACTS
     assert calls == CALLS
 
@@ -120,11 +122,7 @@ def test_real_caffe_agrees_with_the_facts(tmp_path):
         path.write_text(NET % layer)
         return caffe.Net(str(path), caffe.TEST)
 
-    def forward(net):
-        net.blobs["data"].data[...] = np.arange(6).reshape(2, 3)
-        net.forward()
-
-    results, calls = _probe_run(lambda: make("Probe"), forward, lambda net: net.backward())
+    results, calls = _probe_run(lambda: make("Probe"), _feed_forward, lambda net: net.backward())
     assert results == FACTS
     assert calls == CALLS
     with pytest.raises(TypeError, match="No to_python \\(by-value\\) converter"):
