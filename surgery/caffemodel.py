@@ -52,33 +52,25 @@ class Weights(OrderedDict):
       types:  layer name -> Caffe type string ("Convolution"; V1 enums already translated)
       net:    the layer definitions the file carried, blobs stripped (None for HDF5 files)
       legacy: (layer, index) of blobs stored with legacy 4-d num/channels/height/width dims
-      empty_groups: HDF5 layer groups holding no dataset (an HDF5 file's blobless layers)
+      blobless: layers the file defines without any blob (binary: a layer message with no
+              blobs; HDF5: an empty layer group). Copying into a net, Caffe matches them by
+              name too and aborts where the net's layer has parameters (blob count 0 vs N;
+              CopyTrainedLayersFromHDF5 alike), so they are recorded as read, not derived
     """
 
     def __init__(self, *args, types: dict[str, str] | None = None,
                  net: caffe_pb2.NetParameter | None = None,
                  legacy: set[tuple[str, int]] | None = None,
-                 empty_groups: set[str] | None = None, **kwargs):
+                 blobless: set[str] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.types: dict[str, str] = dict(types or {})
         self.net = net
         self.legacy: set[tuple[str, int]] = set(legacy or ())
-        self.empty_groups: set[str] = set(empty_groups or ())
+        self.blobless: set[str] = set(blobless or ())
 
     @property
     def param_count(self) -> int:
         return sum(a.size for arrays in self.values() for a in arrays)
-
-    @property
-    def blobless(self) -> set[str]:
-        """Layers the file defines without any blob. Copying into a net, Caffe matches them by
-        name too, and aborts where the net's layer has parameters (blob count 0 vs N); from
-        an HDF5 file, the empty layer groups (CopyTrainedLayersFromHDF5 aborts alike)."""
-        names = set(self.empty_groups)
-        if self.net is not None:
-            names |= {layer.name for layer in self.net.layer}
-            names |= {layer.name or layer.layer.name for layer in self.net.layers}
-        return names - set(self)
 
     def copy(self, deep: bool = True) -> "Weights":
         """A copy with its own lists and net definition; arrays copied too when `deep`."""
@@ -88,7 +80,7 @@ class Weights(OrderedDict):
             net.CopyFrom(self.net)
         return Weights(((k, [a.copy() if deep else a for a in v]) for k, v in self.items()),
                        types=self.types, net=net, legacy=self.legacy,
-                       empty_groups=self.empty_groups)
+                       blobless=self.blobless)
 
     def __repr__(self) -> str:
         return f"<Weights: {len(self)} layers, {self.param_count:,} parameters>"
@@ -215,6 +207,9 @@ def _decode_net(buf, size: int, fd: int | None = None) -> Weights:
             weights[name] = blobs
             weights.types[name] = type_
             weights.legacy.update((name, i) for i, flag in enumerate(legacy) if flag)
+        else:
+            weights.blobless.add(name)
+    weights.blobless -= set(weights)  # a name defined twice, once with blobs, is not blobless
     return weights
 
 
@@ -373,7 +368,7 @@ def _read_h5_group(path: Path, group, prefix: str, weights: Weights, seen: set) 
                          .astype(np.float32, copy=False) for i in range(len(datasets))]
     groups = [(key, value) for key, value in members if isinstance(value, h5py.Group)]
     if name and not datasets and not groups:
-        weights.empty_groups.add(name)
+        weights.blobless.add(name)
     for key, value in groups:
         _read_h5_group(path, value, f"{prefix}{key}/", weights, seen)
 

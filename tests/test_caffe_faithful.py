@@ -82,3 +82,19 @@ def test_real_caffe_aborts_on_it(files):
                           timeout=120, env={**os.environ, "GLOG_minloglevel": "0"})
     assert proc.returncode != 0
     assert "Incompatible number of blobs for layer data_scale" in proc.stderr
+
+
+def test_blobless_is_what_the_file_holds_not_what_the_dict_lacks(files, tmp_path):
+    """Only layers the file defines without blobs are blobless: a layer dropped from the loaded
+    Weights (or never in a partial source) is left to the net's own init, as Caffe leaves the
+    layers a weights file does not name."""
+    net_param, _, _ = files
+    source = Net(net_param, "TEST")
+    source.params["conv"][0].data = np.full((3, 2, 3, 3), 0.25)
+    source.save(tmp_path / "all.caffemodel")
+    loaded = load_weights(tmp_path / "all.caffemodel")
+    del loaded["conv"]
+    assert "conv" not in loaded.blobless
+    net = Net(net_param, "TEST")
+    net.copy_from(loaded)
+    assert not np.any(net.params["conv"][0].data == 0.25)
