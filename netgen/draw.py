@@ -16,10 +16,10 @@ from pathlib import Path
 
 from .coord_map import BlobGraph, crop_offsets
 from .errors import FcnkitError
-from .explain import _input_blob, _sizes, _window_columns
+from .explain import _declared, _input_blob, _shape, _sizes, _window_columns
 from .fileio import atomic_write
 from .proto import caffe_pb2
-from .shapes import filter_phase, layer_shapes
+from .shapes import USER_SIZED, filter_phase, layer_shapes
 
 FORMATS = ("svg", "png", "pdf", "dot")
 NEWLINE = "\\n"  # DOT's line break inside a label (escString), kept as two characters
@@ -33,10 +33,6 @@ COLOURS = {
     "SoftmaxWithLoss": "#f4cccc", "Accuracy": "#f4cccc", "Input": "#eeeeee",
     "Python": "#eeeeee", "Data": "#eeeeee",
 }
-
-
-def _shape(shape) -> str:
-    return "?" if shape is None else "x".join(map(str, shape)) if shape else "scalar"
 
 
 def _in_place(layer: caffe_pb2.LayerParameter) -> bool:
@@ -61,7 +57,7 @@ def _crop_label(layer: caffe_pb2.LayerParameter, graph: BlobGraph, i: int) -> st
     cropped, reference = graph.bottoms[i][:2]
     try:
         derived_axis, derived = crop_offsets(graph.between(cropped, reference), layer.name)
-    except (FcnkitError, AssertionError):
+    except FcnkitError:  # pycaffe's AssertionError for a crop it cannot derive is one too
         return text + NEWLINE + "(coord map: no offset)"
     same = derived_axis == axis and (derived == given or (len(given) == 1 and
                                                           set(derived) == set(given)))
@@ -82,11 +78,12 @@ def to_dot(net: caffe_pb2.NetParameter, size: tuple[int, int] | None = None,
     if size is not None:
         shapes = layer_shapes(net, _sizes(net, _input_blob(net), size))
     else:
-        try:
-            shapes = layer_shapes(net)
-        except FcnkitError:  # data layers: only the caller knows the image size
-            raise FcnkitError("the net declares no input shape; give one with --size HxW") \
-                from None
+        undeclared = [t for layer in net.layer if layer.type in USER_SIZED for t in layer.top]
+        undeclared += [t for t, shape in _declared(net).items() if shape is None]
+        if undeclared:  # data layers: only the caller knows the image size
+            raise FcnkitError(f"the net declares no input shape; give one with --size HxW "
+                              f"({undeclared[0]!r} comes from a data layer)")
+        shapes = layer_shapes(net)
     graph = BlobGraph(net)
     dot = graphviz.Digraph(net.name or "net", graph_attr={"rankdir": rankdir, "fontsize": "10",
                                                           "label": net.name, "labelloc": "t"},

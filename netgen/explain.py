@@ -54,15 +54,22 @@ def _input_blob(net: caffe_pb2.NetParameter) -> str:
     raise FcnkitError("the net has no input blob (no `input` and no layer without bottoms)")
 
 
+def _declared(net: caffe_pb2.NetParameter) -> dict[str, tuple | None]:
+    """Shapes the net gives its inputs (input lists, Input/DummyData/MemoryData layers); None
+    where only the data comes to say (data and Python layers)."""
+    declared: dict[str, tuple | None] = dict(net_inputs(net))
+    for layer in net.layer:
+        if not len(layer.bottom) and layer.type in SOURCES:
+            declared.update(zip(layer.top, SOURCES[layer.type](layer, len(layer.top))))
+    return declared
+
+
 def _sizes(net: caffe_pb2.NetParameter, data: str, size: tuple[int, int]) -> dict[str, tuple]:
     """Input shapes for an H x W image: declared N,C,H,W shapes get H x W, other declared shapes
     stay; data layers' tops get netgen.shapes.data_sizes (crop_size, per-image labels) and
     other undeclared ones 1x3xHxW for the input blob, 1x1xHxW (labels) for the rest."""
     h, w = size
-    declared: dict[str, tuple | None] = dict(net_inputs(net))
-    for layer in net.layer:
-        if not len(layer.bottom) and layer.type in SOURCES:
-            declared.update(zip(layer.top, SOURCES[layer.type](layer, len(layer.top))))
+    declared = _declared(net)
     from_data = data_sizes(net, size)
     if data not in declared and data not in from_data:
         raise FcnkitError(f"cannot size input blob {data!r}: it is not an input or source layer top")
