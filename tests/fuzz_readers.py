@@ -454,6 +454,18 @@ def limit_memory(extra_gib: float) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (cap, resource.getrlimit(resource.RLIMIT_AS)[1]))
 
 
+def _peak_rss() -> int:
+    """This process's peak resident bytes since it started: VmHWM, which execve resets
+    (ru_maxrss also keeps the exec'ing parent's, e.g. a large pytest worker's)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--readers", default=",".join(TARGETS), help="comma-separated subset")
@@ -493,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
                 for line in r.escapes[:20]:
                     print("   ", line, flush=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _peak_rss()
     if a.json:
         print(json.dumps({"readers": results, "peak_rss_bytes": peak}))
     else:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,29 +36,30 @@ PARAM_STR = ("import sys; from pathlib import Path; from netgen.errors import cl
 def run_measured(args: list[str], cwd: Path, timeout: float = 60.0) -> tuple[int, str, float, int]:
     """Run a command; (exit status, stderr, CPU seconds, peak resident bytes of that process).
 
-    Past `timeout` wall seconds the process is killed (its CPU time then shows the hang)."""
+    The command runs under tests/measured_child.py, so its peak is its own and not the pytest
+    worker's (see there). Past `timeout` wall seconds the process group is killed and the CPU
+    time counts as the whole timeout."""
+    import json
+    import signal
     import subprocess
     import tempfile
 
-    with tempfile.TemporaryFile() as err:
-        start = time.monotonic()
-        proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() - start > timeout:
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.01)
-        seconds = usage.ru_utime + usage.ru_stime
-        if time.monotonic() - start > timeout:
-            seconds = max(seconds, timeout)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryFile() as err:
+        report = Path(tmp) / "usage.json"
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("measured_child.py")),
+                                 str(report), *args], cwd=cwd, stdout=subprocess.DEVNULL,
+                                stderr=err, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                start_new_session=True)
+        try:
+            rc = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            err.seek(0)
+            return proc.returncode, err.read().decode(errors="replace"), timeout, 0
+        usage = json.loads(report.read_text())
         err.seek(0)
-        return proc.returncode, err.read().decode(errors="replace"), seconds, usage.ru_maxrss * 1024
+        return rc, err.read().decode(errors="replace"), usage["cpu_s"], usage["peak_bytes"]
 
 
 def check_clean(rc: int, stderr: str, seconds: float, peak: int, *, accepted: bool = False,
