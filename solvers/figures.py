@@ -17,10 +17,10 @@ from netgen.errors import FcnkitError
 
 from .data.base import VOC_MEAN
 from .data.readers import read_index_png, read_rgb
+from .plot import PLOT_FILE
 from .score import fast_hist, write_scores
 
 PLOTS = "plots"  # the demo folder's figures (solvers.demo_state.OUTPUTS clears it)
-CURVES = "training.png"
 GRAPH = "net.png"
 
 
@@ -49,7 +49,7 @@ def demo_figures(out: Path, data: Path, deploy: Path, weights: Path, backend: st
     plots = out / PLOTS
     plots.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    curves = plot_after_training(out / "models", plots / CURVES, title="fcnkit demo: training")
+    curves = plot_after_training(out / "models", plots / PLOT_FILE, title="fcnkit demo: training")
     written += [curves] if curves else []
     predictor = Predictor(deploy, weights, "caffe" if backend == "caffe" else "torch", gpu)
     hist = val_confusion(data, names, lambda rgb: predictor.labels(rgb, VOC_MEAN))

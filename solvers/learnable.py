@@ -14,11 +14,11 @@ import math
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from netgen.errors import FcnkitError
 from netgen.proto import caffe_pb2
 
+from .data.labels import warn
 from .engine.layers.loss import BATCH_SIZE, FULL, NONE, normalization_mode
 
 OVERRIDE = "--allow-zero-init"  # solve.py's flag; train(allow_zero_init=True)
@@ -112,6 +112,6 @@ class FlatLossWatch:
         self.flat = self.flat + 1 if at_ln_c else -1
         if self.flat >= self.iters:
             self.flat = -1
-            tqdm.write(f"warning: {self.where}: the loss has stayed at ln(classes) per pixel for "
-                       f"the first {self.iters} iterations (uniform scores): the net is not "
-                       "learning; check the initial weights (--weights) and base_lr")
+            warn(f"{self.where}: the loss has stayed at ln(classes) per pixel for the first "
+                 f"{self.iters} iterations (uniform scores): the net is not learning; check the "
+                 "initial weights (--weights) and base_lr")

@@ -35,6 +35,7 @@ from netgen.fileio import write_text_atomic
 from . import backends
 from .engine.lr_policy import learning_rate
 from .init_weights import init_weights
+from .plot import METRICS_FILE
 from .data.labels import check_net_labels, score_warnings, warn
 from .learnable import FlatLossWatch, check_learnable
 from .progress import bar as progress_bar
@@ -42,7 +43,6 @@ from .seg_test import scores_record, seg_test
 from .solver_files import SolverFiles, heads, loss_tops, read_solver_files
 
 _ROOT = str(Path(__file__).resolve().parent.parent)  # the folder holding the `solvers` package
-METRICS_FILE = "metrics.jsonl"
 
 
 @dataclass

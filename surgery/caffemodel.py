@@ -29,7 +29,6 @@ from netgen.legacy import (V0_TYPE_NAMES, V1_TYPE_NAMES, downgrade_net, is_repea
                            v1_type_enum)
 from .wire import I32, I64, LEN, VARINT, WireError
 
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 FORMATS = ("binary", "hdf5")
 
 # Field numbers (caffe.proto): NetParameter.layer / .layers, where each keeps its blobs.
@@ -98,8 +97,8 @@ def load_weights(path: str | os.PathLike) -> Weights:
     except IsADirectoryError:
         raise FcnkitError(f"{path}: is a folder, not a caffemodel") from None
     with f:
-        head = f.read(len(HDF5_SIGNATURE))
-        if head == HDF5_SIGNATURE:
+        head = f.read(len(hdf5.SIGNATURE))
+        if head == hdf5.SIGNATURE:
             return _load_hdf5(path)
         size = os.fstat(f.fileno()).st_size
         if size == 0:

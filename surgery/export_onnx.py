@@ -50,7 +50,7 @@ from netgen.proto import caffe_pb2
 
 OPSET = 17
 INT_MAX = np.iinfo(np.int64).max
-FLT_MAX = 3.402823466385288598e38
+FLT_MAX = float(np.finfo(np.float32).max)  # Caffe's max pooling starts from -FLT_MAX
 
 
 class ExportError(FcnkitError):
@@ -238,9 +238,10 @@ class Exporter:
             return np.asarray(b.shape[start:end], np.int64)
         return self.g.op("Shape", [b.name], f"{b.name}_shape", start=start, end=end)
 
-    def broadcastable(self, array: np.ndarray, ndim: int, axis: int) -> np.ndarray:
-        """A param blob laid on axes [axis, axis + array.ndim) of an ndim-axis tensor."""
-        return array.reshape(array.shape + (1,) * (ndim - axis - array.ndim))
+
+def broadcastable(array: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    """A param blob laid on axes [axis, axis + array.ndim) of an ndim-axis tensor."""
+    return array.reshape(array.shape + (1,) * (ndim - axis - array.ndim))
 
 
 def _conv_attrs(impl) -> dict:
@@ -384,7 +385,7 @@ def _operand(ex: Exporter, lp, x: list[Blob], params: list[np.ndarray], axis: in
             return x[1].name
         axes = np.arange(len(x[1].shape), len(x[1].shape) + extra)
         return ex.g.op("Unsqueeze", [x[1].name, ex.g.ints(axes)], f"{lp.name}_operand")
-    return ex.g.weight(f"{lp.name}_{lp.type.lower()}", ex.broadcastable(params[0], ndim, axis))
+    return ex.g.weight(f"{lp.name}_{lp.type.lower()}", broadcastable(params[0], ndim, axis))
 
 
 @exports("Scale")
@@ -395,7 +396,7 @@ def _scale(ex: Exporter, lp, impl, x, params):
                 f"{lp.top[0]}_scaled" if p.bias_term else lp.top[0])
     if not p.bias_term:
         return [y]
-    bias = ex.g.weight(f"{lp.name}_bias", ex.broadcastable(params[-1], len(x[0].shape), axis))
+    bias = ex.g.weight(f"{lp.name}_bias", broadcastable(params[-1], len(x[0].shape), axis))
     return [ex.g.op("Add", [y, bias], lp.top[0])]
 
 
@@ -416,9 +417,9 @@ def _batch_norm(ex: Exporter, lp, impl, x, params):
     ndim = len(x[0].shape)
     g = ex.g
     centred = g.op("Sub", [x[0].name, g.weight(f"{lp.name}_mean",
-                                               ex.broadcastable(mean * inv, ndim, 1))],
+                                               broadcastable(mean * inv, ndim, 1))],
                    f"{lp.name}_centred")
-    return [g.op("Mul", [centred, g.weight(f"{lp.name}_inv_std", ex.broadcastable(a, ndim, 1))],
+    return [g.op("Mul", [centred, g.weight(f"{lp.name}_inv_std", broadcastable(a, ndim, 1))],
                  lp.top[0])]
 
 
@@ -498,7 +499,7 @@ def _log(ex: Exporter, lp, impl, x, params):
 @exports("PReLU")
 def _prelu(ex: Exporter, lp, impl, x, params):
     slope = params[0]
-    slope = slope.reshape(1) if slope.ndim == 0 else ex.broadcastable(slope, len(x[0].shape), 1)
+    slope = slope.reshape(1) if slope.ndim == 0 else broadcastable(slope, len(x[0].shape), 1)
     return [ex.g.op("PRelu", [x[0].name, ex.g.weight(f"{lp.name}_slope", slope)], lp.top[0])]
 
 

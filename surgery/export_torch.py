@@ -31,7 +31,7 @@ import torch
 from netgen.fileio import atomic_write, check_writable, write_text_atomic
 from netgen.geometry import where
 
-from .export_onnx import ExportError, Overrides, _preprocessing, load_net
+from .export_onnx import ExportError, Overrides, _preprocessing, broadcastable, load_net
 
 HELPERS = '''
 def _caffe_pool(x, method, kernel, stride, pad, ceil):
@@ -50,7 +50,7 @@ def _caffe_pool(x, method, kernel, stride, pad, ceil):
     padded = F.pad(x, (pad[1], extra[1], pad[0], extra[0]),
                    value=-math.inf if method == "MAX" else 0.0)
     if method == "MAX":   # a window wholly past the input gives Caffe's -FLT_MAX
-        return F.max_pool2d(padded, kernel, stride).clamp_min(-3.402823466e38)
+        return F.max_pool2d(padded, kernel, stride).clamp_min(-torch.finfo(torch.float32).max)
     sums = F.avg_pool2d(padded, kernel, stride, divisor_override=1)
     div = [torch.tensor([min(i * s - p + k, n + p) - (i * s - p) for i in range(o)],
                         dtype=x.dtype, device=x.device)
@@ -139,10 +139,6 @@ def ident(name: str) -> str:
     return name + "_" if name in RESERVED else name
 
 
-def _bcast(array: np.ndarray, ndim: int, axis: int) -> np.ndarray:
-    return array.reshape(array.shape + (1,) * (ndim - axis - array.ndim))
-
-
 Emitter = Callable[[Source, object, object, list[str], list[tuple], list[np.ndarray]], str]
 EMITTERS: dict[str, Emitter] = {}
 
@@ -207,7 +203,7 @@ def _operand(src, lp, x, shapes, params, axis) -> str:
     if len(x) == 2:
         extra = ndim - axis - len(shapes[1])
         return x[1] if extra <= 0 else f"{x[1]}.reshape({x[1]}.shape + (1,) * {extra})"
-    return src.param(f"{lp.name}_{lp.type.lower()}", _bcast(params[0], ndim, axis))
+    return src.param(f"{lp.name}_{lp.type.lower()}", broadcastable(params[0], ndim, axis))
 
 
 @emits("Scale")
@@ -216,7 +212,7 @@ def _scale(src, lp, impl, x, shapes, params):
     axis = impl.axis(p.axis, len(shapes[0]))
     y = f"{x[0]} * {_operand(src, lp, x, shapes, params, axis)}"
     if p.bias_term:
-        y += f" + {src.param(f'{lp.name}_bias', _bcast(params[-1], len(shapes[0]), axis))}"
+        y += f" + {src.param(f'{lp.name}_bias', broadcastable(params[-1], len(shapes[0]), axis))}"
     return y
 
 
@@ -233,8 +229,8 @@ def _batch_norm(src, lp, impl, x, shapes, params):
     mean, var, factor = (np.asarray(a, np.float64) for a in params)
     inv = 0.0 if factor.reshape(-1)[0] == 0 else 1.0 / factor.reshape(-1)[0]
     ndim = len(shapes[0])
-    m = src.param(f"{lp.name}_mean", _bcast(mean * inv, ndim, 1))
-    a = src.param(f"{lp.name}_inv_std", _bcast(1.0 / np.sqrt(var * inv + impl.eps), ndim, 1))
+    m = src.param(f"{lp.name}_mean", broadcastable(mean * inv, ndim, 1))
+    a = src.param(f"{lp.name}_inv_std", broadcastable(1.0 / np.sqrt(var * inv + impl.eps), ndim, 1))
     return f"({x[0]} - {m}) * {a}"
 
 
@@ -284,7 +280,7 @@ def _power(src, lp, impl, x, shapes, params):
 
 @emits("PReLU")
 def _prelu(src, lp, impl, x, shapes, params):
-    slope = params[0] if params[0].ndim == 0 else _bcast(params[0], len(shapes[0]), 1)
+    slope = params[0] if params[0].ndim == 0 else broadcastable(params[0], len(shapes[0]), 1)
     return f"torch.where({x[0]} > 0, {x[0]}, {x[0]} * {src.param(f'{lp.name}_slope', slope)})"
 
 

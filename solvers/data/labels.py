@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 from netgen.errors import FcnkitError
 
-VOID = 255
+from .readers import VOID
+
 HINT = ("remap raw values with 'label_map' in the data layer's param_str, e.g. "
         "{'label_map': {255: 1}} for masks saved as 0/255")
 
@@ -133,7 +134,7 @@ def check_net_labels(net: Any, definition: Any, where: str) -> list[str]:
                 or layer.bottom[1] not in sources):
             continue
         survey, top = sources[layer.bottom[1]]
-        classes = int(net.blobs[layer.bottom[0]].data.shape[1])
+        classes = int(net.blobs[layer.bottom[0]].shape[1])
         lp = layer.loss_param
         ignore = lp.ignore_label if lp.HasField("ignore_label") else None
         bad = sorted(v for v in survey.present[top] if not 0 <= v < classes and v != ignore)

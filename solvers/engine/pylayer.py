@@ -30,10 +30,10 @@ import sys
 from typing import Any, Iterable, Iterator
 
 from netgen.errors import FcnkitError, FcnkitTypeError
+from netgen.shapes import MAX_BLOB_AXES
 
 from .blob import Blob
 
-MAX_AXES = 32   # Caffe's kMaxBlobAxes
 
 
 class Layer:
@@ -252,9 +252,9 @@ class PyBlob:
             if not isinstance(d, int):
                 raise TypeError(f"No registered converter was able to produce a C++ rvalue of "
                                 f"type int from this Python object of type {type(d).__name__}")
-        if len(dims) > MAX_AXES or any(d < 0 for d in dims):
+        if len(dims) > MAX_BLOB_AXES or any(d < 0 for d in dims):
             raise FcnkitError(f"blob {self._blob.name!r}: cannot reshape to {dims} "
-                              f"(at most {MAX_AXES} axes, none negative)")
+                              f"(at most {MAX_BLOB_AXES} axes, none negative)")
         self._blob.reshape(*dims)
 
     @property
