@@ -703,13 +703,17 @@ def load_net(deploy: str | os.PathLike, weights: str | os.PathLike | Mapping,
 
 
 def _version_names(layers) -> list[list[str]]:
-    """ONNX name of each layer's tops: a blob's last version keeps the Caffe name, earlier
-    versions (before an in-place layer rewrites it) get `<blob>@<layer>`."""
+    """ONNX name of each layer's tops: a net input (top of a layer without bottoms) keeps the
+    Caffe name, which the consumer feeds; any other blob's last version keeps it too, and the
+    versions an in-place layer rewrites (or the rewrites of an input) get `<blob>@<layer>`."""
     last: dict[str, int] = {}
+    source: dict[str, int] = {}
     for i, lp in enumerate(layers):
         for t in lp.top:
             last[t] = i
-    return [[t if last[t] == i else f"{t}@{lp.name}" for t in lp.top]
+            if not len(lp.bottom):
+                source.setdefault(t, i)
+    return [[t if source.get(t, last[t]) == i else f"{t}@{lp.name}" for t in lp.top]
             for i, lp in enumerate(layers)]
 
 

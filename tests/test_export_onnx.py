@@ -148,6 +148,21 @@ def test_layer_zoo_matches_engine(tmp_path, name, fixed):
             assert rel_error(got[blob][~nan], ref[blob][~nan]) < 1e-4, (name, shape, blob)
 
 
+def test_an_input_rewritten_in_place_keeps_its_name(tmp_path):
+    """An in-place layer on the input blob (ReLU, Scale on `data`): the consumer still feeds
+    `data`; only the rewritten version is renamed."""
+    text = with_input('''
+layer { name: "relu" type: "ReLU" bottom: "data" top: "data" }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "score" convolution_param { num_output: 2 kernel_size: 1 } }
+''')
+    net, _, _, m = engine_and_export(text, tmp_path)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["data"]
+    x = np.random.default_rng(3).normal(size=net.blobs["data"].shape).astype(np.float32)
+    ref = net.forward(data=x.copy())["score"].copy()
+    assert rel_error(sess.run(["score"], {"data": x})[0], ref) < 1e-4
+
+
 def test_pools_use_explicit_padding_only_where_onnx_differs(tmp_path):
     """MAX k=3 s=2 p=1 needs Caffe's clip (explicit Pad); FCN's k=2 s=2 p=0 is plain ceil_mode."""
     m = engine_and_export(POOLS, tmp_path)[3]
