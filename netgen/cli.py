@@ -135,13 +135,13 @@ def _explain(path: str, size: tuple[int, int]) -> None:
 def _draw(path: str, out: str, size: tuple[int, int] | None, phase: str, rankdir: str) -> None:
     from .draw import draw  # imported on use: graphviz is needed by this command only
     from .legacy import upgrade_net
-    from .schema import read_net
+    from .schema import locate_layer_error, read_net
 
     net = upgrade_net(read_net(path))  # legacy V1 nets (published VGG16) too
     try:
         written = draw(net, out, size, phase, rankdir)
     except FcnkitError as e:
-        raise FcnkitError(f"{path}: {e}") from None
+        raise locate_layer_error(path, e) from None
     print(f"wrote {written}")
 
 

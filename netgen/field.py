@@ -5,9 +5,11 @@ input coordinates, exact fractions), by Caffe's window rules: a Convolution or P
 reads bottom cells s*i - p ... s*i - p + k_eff - 1 (ceil-mode pooling and padding included:
 the interval counts the whole window), a Deconvolution cell j is written by the bottom cells i
 with s*i - p <= j <= s*i - p + k_eff - 1, Crop shifts by its offset and a pointwise layer
-joining branches (Eltwise, Concat of equal grids) takes the union. explain's receptive field is
-the size of this interval; the interval also says where it sits relative to the pixel, which
-is what tiling needs (solvers.tiles): FCN's pad 100 and Crop offsets make it asymmetric.
+joining branches (Eltwise, Concat of equal grids) takes the union. The interval says where the
+pixels sit relative to the output pixel, which is what tiling needs (solvers.tiles): FCN's pad
+100 and Crop offsets make it asymmetric. It is exact, so it can be wider than `explain`'s
+receptive-field column, which follows the usual per-layer formula (for FCN-8s at 500x500:
+491 vs 460 pixels for `score`).
 
 The period is the smallest input shift that moves every blob on the way by whole cells (the
 lcm of the input pixels per cell): a window of the image that starts on a multiple of it puts

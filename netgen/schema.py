@@ -69,7 +69,8 @@ _LAYER_IN_MESSAGE = re.compile(r"\blayer '?([^\s'()]+)'? \(")
 
 def locate_layer_error(path: str | os.PathLike, error: FcnkitError) -> FcnkitError:
     """`error` prefixed with "path:line" of the layer it names ("layer conv1 (Convolution):
-    ..."), found as the file's `name: "conv1"`; just "path" when no single line matches."""
+    ..."), found as the file's `name: "conv1"`; just "path" when no single line matches. The
+    error keeps its class (FcnkitTypeError stays a TypeError for ported pycaffe scripts)."""
     message = str(error)
     found = _LAYER_IN_MESSAGE.search(message)
     line = None
@@ -81,7 +82,7 @@ def locate_layer_error(path: str | os.PathLike, error: FcnkitError) -> FcnkitErr
         pattern = re.compile(r'\bname\s*:\s*"' + re.escape(found[1]) + '"')
         lines = [i for i, row in enumerate(text.splitlines(), 1) if pattern.search(row)]
         line = lines[0] if len(lines) == 1 else None
-    return FcnkitError(f"{path}:{line}: {message}" if line else f"{path}: {message}")
+    return type(error)(f"{path}:{line}: {message}" if line else f"{path}: {message}")
 
 
 def _read(path: str | os.PathLike, mode: str) -> str | bytes:
