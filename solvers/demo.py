@@ -192,11 +192,11 @@ def torch_threads(n: int) -> Iterator[None]:
 
 def _say_estimate(module: ModuleType, solvers: list[Path], counts: list[int],
                   done: list[str], test_every: int, config: DemoConfig, gpu: int | None) -> None:
-    seconds, rate = estimate_seconds(module, solvers, counts, STAGES, done, test_every,
-                                     config.val, gpu)
+    seconds, rate, stage = estimate_seconds(module, solvers, counts, STAGES, done, test_every,
+                                            config.val, gpu)
     if seconds:
         print(f"estimated training time {duration(seconds)} (measured here: "
-              f"{1000 * rate:.0f} ms per FCN-32s iteration); Ctrl-C stops with a snapshot and "
+              f"{1000 * rate:.0f} ms per FCN-{stage} iteration); Ctrl-C stops with a snapshot and "
               "prints the command that continues", flush=True)
 
 

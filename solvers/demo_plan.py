@@ -56,21 +56,23 @@ def iteration_seconds(module: ModuleType, solver: Path, gpu: int | None) -> tupl
 
 def estimate_seconds(module: ModuleType, solvers: Sequence[Path], counts: Sequence[int],
                      stages: Sequence[str], done: Sequence[str], test_every: int, val: int,
-                     gpu: int | None) -> tuple[float, float]:
-    """(seconds the remaining training and testing should take, seconds per 32s iteration):
-    per unfinished stage its remaining iterations x the measured rate, plus one forward per
-    val image for each test (every `test_every` iterations and at the end)."""
-    total, first = 0.0, math.nan
+                     gpu: int | None) -> tuple[float, float, str]:
+    """(seconds the remaining training and testing should take, seconds per iteration of the
+    first unfinished stage, that stage): per unfinished stage its remaining iterations x the
+    measured rate, plus one forward per val image for each test (every `test_every` iterations
+    and at the end)."""
+    total, first, first_stage = 0.0, math.nan, ""
     for stage, solver, n in zip(stages, solvers, counts):
         if stage in done:
             continue
+        first_stage = first_stage or stage
         state = latest_state(solver)
         start = iteration_of(state) if state is not None else 0
         train_s, forward_s = iteration_seconds(module, solver, gpu)
         first = train_s if math.isnan(first) else first
         tests = (n - 1) // test_every - start // test_every + 1 if test_every else 0
         total += max(n - start, 0) * train_s + tests * val * forward_s
-    return total, first
+    return total, first, first_stage
 
 
 def duration(seconds: float) -> str:

@@ -142,11 +142,12 @@ def test_the_time_estimate_measures_and_leaves_the_run_as_it_was(tmp_path):
     plain = tiny_models(tmp_path / "b", iters=(2, 1, 1))
     options = dict(backend="torch", test_every=0, progress=False)
     with one_thread():
-        seconds, rate = estimate_seconds(torch_backend, measured, (2, 1, 1),
-                                         ("32s", "16s", "8s"), ["8s"], 1, 2, None)
+        seconds, rate, stage = estimate_seconds(torch_backend, measured, (2, 1, 1),
+                                                ("32s", "16s", "8s"), ["8s"], 1, 2, None)
         a = train(measured[0], **options)
         b = train(plain[0], **options)
     assert 0 < rate < seconds and duration(seconds).startswith("about ")
+    assert stage == "32s"  # the first stage left to train: its rate is the one reported
     assert sorted(p.name for p in a.weights.parent.iterdir()) == sorted(
         p.name for p in b.weights.parent.iterdir())
     for name, params in weights(b.weights).items():
