@@ -286,9 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         raise FcnkitError(f"--classes must be 1..256, got {a.classes}")
     names = class_names(a.names, a.classes) if a.names else None
     hist = score_dirs(a.pred_dir, a.gt_dir, a.classes, a.ignore, a.label_map)
+    print(format_table(metrics(hist), names), flush=True)  # shown even if the files fail
     files = write_scores(Path(a.out) if a.out else Path(a.pred_dir) / "scores", hist, names)
     print(f"confusion matrix and scores: {', '.join(map(str, files))}")
-    print(format_table(metrics(hist), names))
     print(f"{'images scored':<23}{len(_png_stems(Path(a.pred_dir), 'prediction')):>6}")
     return 0
 
