@@ -96,14 +96,15 @@ def _demo(a) -> int:
     backends.resolve(a.backend)
     overrides = {key: getattr(a, f"demo_{key}") for key in ("train", "val", "size")}
     overrides.update(amp=a.amp, threads=a.threads)
-    config = DemoConfig(**{k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
     resume = a.resume is not None
-    if resume and not any(v is not None for v in (*overrides.values(), a.iters, a.test_every)):
-        config = None  # the settings recorded in the demo folder
+    # resuming: the settings recorded in the demo folder, with what was given on top
+    config = None if resume else DemoConfig(**given)
     mode = "resume" if resume else "fresh" if a.fresh else "auto"
     try:
         run_demo(Path(a.demo_dir or "demo"), config, backend=a.backend, gpu=a.gpu,
-                 iters=a.iters, test_every=a.test_every, progress=not a.quiet, mode=mode)
+                 iters=a.iters, test_every=a.test_every, progress=not a.quiet, mode=mode,
+                 changes=given)
     except KeyboardInterrupt:
         print(f"to continue: {continue_command(a)}", file=sys.stderr)
         raise

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Iterator, Sequence
@@ -136,12 +136,14 @@ def _table(rows: list[tuple[str, str, str, float, float]]) -> str:
 
 def run_demo(out: Path, config: DemoConfig | None = DemoConfig(), *, backend: str = "auto",
              gpu: int | None = None, iters: Sequence[int] | None = None,
-             test_every: int | None = None, progress: bool = True, mode: str = "auto") -> dict:
+             test_every: int | None = None, progress: bool = True, mode: str = "auto",
+             changes: dict | None = None) -> dict:
     """Run the demo into `out`; returns (and writes to summary.json) the figures it prints.
 
     mode: what to do with a run already in `out` (solvers.demo_state.open_run): "auto" reuses
     one with the same settings, "fresh" clears it, "resume" continues it; config None with
-    "resume" takes the settings (config, iters, test interval, backend) recorded there.
+    "resume" takes the settings (config, iters, test interval, backend) recorded there, with
+    `changes` (DemoConfig fields) and any iters / test_every given on top.
     """
     from .backends import resolve
 
@@ -150,7 +152,10 @@ def run_demo(out: Path, config: DemoConfig | None = DemoConfig(), *, backend: st
         if record is None:
             raise FcnkitError(f"--resume: {out} holds no demo run to continue; run without "
                               "--resume to start one")
-        config, iters, test_every, backend = recorded(record.settings)
+        config, recorded_iters, recorded_every, backend = recorded(record.settings)
+        config = replace(config, **(changes or {}))
+        iters = recorded_iters if iters is None else iters
+        test_every = recorded_every if test_every is None else test_every
     config.check()
     counts = list(config.iters) if iters is None else list(iters)
     if len(counts) == 1:

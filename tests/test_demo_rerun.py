@@ -111,6 +111,17 @@ def test_resume_without_a_run_is_refused(tmp_path):
         run_demo(tmp_path / "none", None, mode="resume")
 
 
+def test_resume_keeps_the_recorded_settings_under_what_is_given(tmp_path, capsys):
+    """`--resume` with another option (here --threads) continues the recorded run (its size,
+    counts...) with that option on top, rather than the defaults plus that option."""
+    out = tmp_path / "demo"
+    run_demo(out, CONFIG, backend="torch", iters=(1, 1, 1), progress=False)
+    capsys.readouterr()
+    assert solve.main(["--demo-dir", str(out), "--resume", "--threads", str(CONFIG.threads),
+                       "--quiet"]) == 0
+    assert "finished stages 32s, 16s, 8s are reused" in capsys.readouterr().out
+
+
 def test_metrics_hold_one_run(tmp_path):
     """A run from scratch starts metrics.jsonl anew; a resume from iteration N keeps the
     records up to N and drops those a later run logged past it."""
