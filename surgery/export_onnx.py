@@ -803,7 +803,7 @@ def export(deploy: str | os.PathLike, weights: str | os.PathLike | Mapping, *,
                    "exported by fcnkit (Caffe semantics)")
     model.ir_version = 8   # opset 17's IR: readable by onnxruntime >= 1.12 and OpenCV 4.x
     overrides = preprocessing or {}
-    unknown = [t for t in overrides if t != "*" and t not in shapes]
+    unknown = [t for t in overrides if t != "*" and t not in {i.name for i in inputs}]
     if unknown:
         raise ExportError(f"{deploy}: no input named {unknown[0]!r} to record preprocessing for "
                           f"(inputs: {', '.join(i.name for i in inputs)})")

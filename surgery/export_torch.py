@@ -396,6 +396,10 @@ def generate(deploy: str | os.PathLike, weights: str | os.PathLike | Mapping,
         src.body.append(f"{', '.join(names[i])} = {expr}  # {lp.name} ({lp.type})")
         current.update(zip(lp.top, names[i]))
     outputs = list(net.outputs)
+    unknown = [t for t in preprocessing or {} if t != "*" and t not in inputs]
+    if unknown:
+        raise ExportError(f"{deploy}: no input named {unknown[0]!r} to record preprocessing for "
+                          f"(inputs: {', '.join(inputs)})")
     pre = {top: _preprocessing(top, shapes[top][1] if len(shapes[top]) > 1 else 0,
                                preprocessing or {}).as_dict() for top in inputs}
     result = ", ".join(current[o] for o in outputs)   # one tensor, or a tuple of several

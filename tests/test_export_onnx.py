@@ -211,6 +211,16 @@ def run_cli(args, capsys) -> str:
     return err
 
 
+@pytest.mark.parametrize("suffix", [".onnx", ".py"])
+def test_preprocessing_for_a_blob_that_is_not_an_input(tmp_path, capsys, suffix):
+    """--mean score=...: `score` is a blob, not an input; refused in both exports, nothing written."""
+    deploy, weights = deploy_with_weights("voc-fcn32s", tmp_path)
+    out = tmp_path / f"net{suffix}"
+    err = run_cli([deploy, weights, out, "--mean", "score=1,2,3"], capsys)
+    assert "no input named 'score'" in err and "(inputs: data)" in err
+    assert not out.exists() and not out.with_suffix(".pt").exists()
+
+
 def test_unsupported_layers_are_named(tmp_path, capsys):
     deploy, weights = deploy_with_weights("voc-fcn32s", tmp_path)
     text = deploy.read_text()
