@@ -122,8 +122,10 @@ def _running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OverflowError, ValueError):
-        return pid < 1 << 22  # another user's process; absurd pids are not processes
+    except PermissionError:
+        return True   # it exists: another user's process
+    except (OverflowError, ValueError):
+        return False  # not a pid at all
     return True
 
 
